@@ -1,0 +1,38 @@
+# cxlrig: two commands do everything on a fresh machine.
+#   make demo  - set up, build, run the main job on topologies/default.yaml
+#   make test  - set up, then the whole test suite (lint, types, unit, QEMU, guests)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CXLRIG := $(VENV)/bin/cxlrig
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit check-topologies bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(CXLRIG) validate topologies/default.yaml
+	$(CXLRIG) check topologies/default.yaml
+
+lint: setup
+	$(VENV)/bin/ruff check orchestrator tests bench
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected no test: that must fail, not pass.
+define run_pytest
+	$(PY) -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+endef
+
+unit: setup
+	@$(call run_pytest,tests/unit)
+
+test: setup lint
+	@$(call run_pytest,tests)
+
+bench: setup
+	$(PY) bench/check_large.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runs

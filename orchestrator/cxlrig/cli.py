@@ -1,0 +1,235 @@
+"""The ``cxlrig`` command: a thin shell over the library.
+
+Exit codes: 0 everything held, 1 a check failed (invalid file, mismatch),
+2 the run could not complete, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from cxlrig import __version__
+from cxlrig.errors import CxlrigError
+from cxlrig.paths import cache_dir, runs_dir
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so every ``finally`` stops its QEMU."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted()
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cxlrig.topology import TopologyError, load
+
+    bad = 0
+    for f in args.files:
+        try:
+            load(f)
+        except TopologyError as exc:
+            bad += 1
+            for p in exc.problems:
+                out.print(str(p), markup=False)
+        else:
+            if not args.quiet:
+                out.print(f"{f}: ok", markup=False)
+    return 1 if bad else 0
+
+
+def cmd_qemu_args(args: argparse.Namespace) -> int:
+    from cxlrig.qemu.args import QemuOptions, build_argv, format_argv
+    from cxlrig.topology import load
+
+    topo = load(args.file)
+    accel = "tcg" if args.accel == "auto" else args.accel
+    sys.stdout.write(format_argv(build_argv(topo, QemuOptions(accel=accel))))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cxlrig.machine.check import check_topology, tree_lines
+    from cxlrig.machine.runner import RunDir
+    from cxlrig.topology import load
+
+    status = 0
+    for f in args.files:
+        topo = load(f)
+        run = RunDir.create(runs_dir(), f"check-{topo.name}")
+        start = time.monotonic()
+        try:
+            report = check_topology(topo, run)
+        except CxlrigError as exc:
+            err.print(f"{f}: could not check: {exc}\n  run dir: {run.path}", markup=False)
+            status = max(status, 2)
+            continue
+        took = time.monotonic() - start
+        if not args.quiet:
+            _print_tree(f"{topo.name} ({f})", tree_lines(topo, report.found))
+        for msg in report.mismatches:
+            err.print(f"{f}: mismatch: {msg}", markup=False)
+        verdict = "matches" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+        out.print(f"{f}: machine {verdict} the topology ({took:.2f} s; run dir {run.path})",
+                  markup=False)
+        if not report.ok:
+            status = max(status, 1)
+    return status
+
+
+def _print_tree(title: str, rows: list[tuple[int, str]]) -> None:
+    root = Tree(title)
+    stack: list[Tree] = [root]
+    for depth, text in rows:
+        del stack[depth + 1:]
+        node = stack[-1].add(text)
+        stack.append(node)
+    out.print(root)
+
+
+def cmd_machine(args: argparse.Namespace) -> int:
+    from cxlrig.machine.runner import Machine, RunDir
+    from cxlrig.qemu.args import QemuOptions
+    from cxlrig.topology import load
+
+    topo = load(args.file)
+    run = RunDir.create(runs_dir(), f"machine-{topo.name}")
+    opts = QemuOptions(accel="tcg", paused=args.paused)
+    with Machine(topo, opts, run) as mach:
+        out.print(f"QEMU running (pid {mach.pid}); run dir {run.path}; Ctrl-C stops it",
+                  markup=False)
+        deadline = time.monotonic() + args.timeout if args.timeout else None
+        while mach.is_running():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cxlrig.machine.accel import kvm_device_usable
+    from cxlrig.qemu.probe import probe
+
+    caps = probe()
+    header = cache_dir() / "qemu-src" / "include" / "qemu" / "qemu-plugin.h"
+    rows: list[tuple[str, bool, str, bool]] = []  # what, ok, detail, required
+    ver = ".".join(map(str, caps.version)) if caps.version else "not installed"
+    rows.append(("QEMU 10 or newer", bool(caps.version and caps.version >= (10, 0, 0)),
+                 caps.version_text or ver, True))
+    missing = caps.missing_cxl_devices
+    rows.append(("QEMU CXL devices", not missing,
+                 "all present" if not missing else "missing: " + ", ".join(missing), True))
+    rows.append(("QEMU TCG plugins", caps.plugins,
+                 "enabled" if caps.plugins else "-plugin not supported", True))
+    rows.append(("QEMU plugin header", header.exists(), str(header), True))
+    src = Path("/usr/src/linux-source-6.12.tar.xz")
+    rows.append(("Linux 6.12 source", src.exists(), str(src), True))
+    for tool in ("busybox", "cxl", "daxctl", "numactl"):
+        path = _which(tool)
+        rows.append((f"guest tool {tool}", path is not None, path or "not installed", True))
+    kvm_detail = "usable device; `auto` still proves KVM by booting the guest kernel" \
+        if kvm_device_usable() else "no usable /dev/kvm: TCG"
+    rows.append(("KVM", True, kvm_detail, False))
+    rows.append(("cache", True, f"{cache_dir()} ({_du(cache_dir())})", False))
+    failed = [r for r in rows if r[3] and not r[1]]
+    if not args.quiet or failed:
+        table = Table(title="cxlrig doctor")
+        table.add_column("prerequisite")
+        table.add_column("ok")
+        table.add_column("detail", overflow="fold")
+        for what, ok, detail, _ in rows:
+            table.add_row(what, "[green]yes[/]" if ok else "[red]NO[/]", detail)
+        (err if failed else out).print(table)
+    return 1 if failed else 0
+
+
+def _which(tool: str) -> str | None:
+    import shutil
+
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/bin:/usr/bin")
+
+
+def _du(path: Path) -> str:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return f"{total / (1 << 20):.0f} MiB"
+
+
+# -- parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxlrig", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"cxlrig {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("validate", cmd_validate, "check topology files; every problem as FILE:LINE:COL")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+
+    sp = add("qemu-args", cmd_qemu_args, "print the QEMU command for a topology, one option a line")
+    sp.add_argument("file", metavar="FILE")
+    sp.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="tcg")
+
+    sp = add("check", cmd_check, "start each machine paused and prove its devices over QMP")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp.add_argument("-q", "--quiet", action="store_true", help="do not print the device tree")
+
+    sp = add("machine", cmd_machine, "run a topology's machine (no guest kernel) until Ctrl-C")
+    sp.add_argument("file", metavar="FILE")
+    sp.add_argument("--paused", action="store_true", help="do not start the CPUs")
+    sp.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+
+    sp = add("doctor", cmd_doctor, "report each prerequisite")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only when something is missing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return int(args.func(args))
+    except CxlrigError as exc:
+        err.print(f"cxlrig {args.command}: {exc}", markup=False)
+        return exc.exit_code
+    except (KeyboardInterrupt, Interrupted):
+        err.print(f"cxlrig {args.command}: interrupted", markup=False)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
