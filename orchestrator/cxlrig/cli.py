@@ -7,6 +7,7 @@ Exit codes: 0 everything held, 1 a check failed (invalid file, mismatch),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -171,10 +172,8 @@ def _du(path: Path) -> str:
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
     return f"{total / (1 << 20):.0f} MiB"
 
 
@@ -187,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Callable[[argparse.Namespace], int],
+            help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=fn)
         return sp
@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
 
     sp = add("doctor", cmd_doctor, "report each prerequisite")
-    sp.add_argument("-q", "--quiet", action="store_true", help="print only when something is missing")
+    sp.add_argument("-q", "--quiet", action="store_true",
+                    help="print only when something is missing")
     return p
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.qemu.args import QemuOptions
 from cxlrig.topology import model as m
@@ -75,7 +77,10 @@ def inspect(machine: Machine) -> Found:
             continue
         path = f"/machine/peripheral/{child['name']}"
         names = {p["name"] for p in machine.qmp("qom-list", {"path": path})}
-        get = lambda prop, path=path: machine.qmp("qom-get", {"path": path, "property": prop})  # noqa: E731
+
+        def get(prop: str, path: str = path) -> Any:
+            return machine.qmp("qom-get", {"path": path, "property": prop})
+
         parent_bus = str(get("parent_bus"))
         props: dict[str, int] = {}
         for prop in _PROPS:
@@ -98,7 +103,8 @@ def inspect(machine: Machine) -> Found:
             bases.append(int(mt.group(1), 16))
     bases.sort()
     windows = tuple(
-        FoundWindow(i, tuple(w["targets"]), int(w["size"]), int(w.get("interleave-granularity", 256)),
+        FoundWindow(i, tuple(w["targets"]), int(w["size"]),
+                    int(w.get("interleave-granularity", 256)),
                     bases[i] if i < len(bases) else None)
         for i, w in enumerate(fmws))
 

@@ -41,7 +41,7 @@ class Qmp:
             return self._loop.run_until_complete(
                 asyncio.wait_for(self._client.execute(cmd, args), timeout))
         except ExecuteError as exc:
-            raise QmpError(f"QMP {cmd} {args or ''} failed: {exc.error.desc}") from exc
+            raise QmpError(f"QMP {cmd} {args or ''} failed: {exc.error.error.desc}") from exc
         except TimeoutError as exc:
             raise QmpError(f"QMP {cmd} did not answer within {timeout:.0f} s") from exc
         except (QMPError, OSError, EOFError) as exc:

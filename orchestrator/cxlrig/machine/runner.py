@@ -192,7 +192,12 @@ class Machine:
         self._qmp = qmp
 
     def _launch_error(self, msg: str) -> LaunchError:
-        code = self._proc.poll() if self._proc else None
+        code = None
+        if self._proc is not None:
+            # QEMU opens its QMP socket before it parses every device: a bad
+            # option shows first as a dropped QMP session, then as its exit.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(2)
         return LaunchError(msg, exitcode=code, argv=self.argv, output=self.qemu_output())
 
     def qemu_output(self) -> str:

@@ -39,8 +39,8 @@ def probe(binary: str = "qemu-system-x86_64") -> QemuCaps:
     words = first.split()
     if len(words) >= 4 and words[2] == "version":
         try:
-            parts = [int(x) for x in words[3].split(".")[:3]]
-            version = (parts + [0, 0])[0], (parts + [0, 0])[1], (parts + [0, 0])[2]
+            major, minor, micro = [*(int(x) for x in words[3].split(".")[:3]), 0, 0][:3]
+            version = (major, minor, micro)
         except ValueError:
             version = None
     devices: set[str] = set()

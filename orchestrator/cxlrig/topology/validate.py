@@ -7,12 +7,13 @@ the meaning checks run when the shape is right, since they need it.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cxlrig.errors import CheckFailed
 from cxlrig.topology import model as m
@@ -28,8 +29,9 @@ class TopologyError(CheckFailed):
     """A topology file is not valid; ``problems`` says every way it is not."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = list(problems)
+        ordered = sorted(problems, key=lambda p: (p.file, p.line, p.col))
+        super().__init__("\n".join(str(p) for p in ordered))
+        self.problems = ordered
 
 
 def load(path: str | FsPath) -> m.Topology:
@@ -71,8 +73,7 @@ def _shape_problems(doc: Located, exc: ValidationError) -> list[Problem]:
             allowed = ", ".join(parent.model_fields) if parent else ""
             msg = f"unknown key (allowed here: {allowed})" if allowed else "unknown key"
         elif kind == "missing":
-            msg = f"required key '{loc[-1]}' is missing"
-            loc = loc[:-1]
+            msg = "required key is missing"
         elif kind == "value_error":
             msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
         elif kind == "string_pattern_mismatch":
@@ -110,7 +111,7 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _model_at(loc: Path) -> type[s.BaseModel] | None:
+def _model_at(loc: Path) -> type[BaseModel] | None:
     """The schema model that sits at ``loc`` (for listing allowed keys)."""
     model: Any = s.TopologySpec
     for part in loc:
@@ -122,17 +123,21 @@ def _model_at(loc: Path) -> type[s.BaseModel] | None:
         model = _inner_model(field.annotation)
         if model is None:
             return None
-    return model if isinstance(model, type) and issubclass(model, s.BaseModel) else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 def _inner_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, s.BaseModel):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
         found = _inner_model(arg)
         if found is not None:
             return found
     return None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _fmt_size(n: int) -> str:
@@ -204,22 +209,24 @@ class _Checker:
             else:
                 self.bad((*p, "attach"), self._dangling(dev.attach, "root port or switch",
                                                         rp_ids | sw_ids))
-        for rp, children in rp_children.items():
+        for rp_id, children in rp_children.items():
             if len(children) > 1:
                 for child in children[1:]:
-                    self.bad(child, f"root port '{rp}' already has a device or switch "
+                    self.bad(child, f"root port '{rp_id}' already has a device or switch "
                              f"({self._id_at(children[0])}); a root port takes one")
         sw_by_id = {w.id: w for w in cx.switches}
         for sw_id, devs in used_ports.items():
             sw = sw_by_id[sw_id]
             if len(devs) > sw.ports:
                 for _, path in devs[sw.ports:]:
-                    self.bad((*path, "attach"), f"switch '{sw_id}' has {sw.ports} downstream "
-                             f"ports and {len(devs)} devices: more devices than ports")
+                    self.bad((*path, "attach"), f"switch '{sw_id}' has "
+                             f"{_count(sw.ports, 'downstream port')} and {len(devs)} devices: "
+                             "more devices than ports")
             counts = Counter(n for n, _ in devs if n is not None)
-            for n, path in devs:
-                if n is None:
+            for port, path in devs:
+                if port is None:
                     continue
+                n = port
                 if n >= sw.ports:
                     self.bad((*path, "port"), f"switch '{sw_id}' has downstream ports "
                              f"0..{sw.ports - 1}, not {n}")
@@ -273,8 +280,6 @@ class _Checker:
             if missing:
                 self.bad(("machine", "nodes"), "with several nodes every CPU needs a node; "
                          f"unplaced: {', '.join(map(str, missing))}")
-        if not owner and len(mach.nodes) > 1:
-            self.bad(("machine", "nodes"), "no node has a CPU")
         total = sum(n.memory for n in mach.nodes)
         if mach.maxmem is not None and total > mach.maxmem:
             self.bad(("machine", "maxmem"), f"the nodes have {_fmt_size(total)} of memory, "
@@ -303,11 +308,10 @@ class _Checker:
                 self.bad((*p, key), f"{_fmt_size(size)} is not a multiple of 256M "
                          "(a CXL device reports capacity in 256M units: Linux would see less)")
         dc = dev.dynamic_capacity
-        if dc is not None:
-            if dc.size == 0 or dc.size % (dc.regions * m.CXL_CAPACITY_UNIT):
-                self.bad((*p, "dynamic_capacity", "size"), f"{_fmt_size(dc.size)} must be a "
-                         f"positive multiple of {dc.regions} x 256M ({dc.regions} regions of "
-                         "whole 256M units)")
+        if dc is not None and (dc.size == 0 or dc.size % (dc.regions * m.CXL_CAPACITY_UNIT)):
+            self.bad((*p, "dynamic_capacity", "size"), f"{_fmt_size(dc.size)} must be a "
+                     f"positive multiple of {dc.regions} x 256M ({dc.regions} regions of "
+                     "whole 256M units)")
         if dev.volatile == 0 and dev.persistent == 0 and dc is None:
             self.bad(p, f"device '{dev.id}' has no capacity: give volatile, persistent "
                      "or dynamic_capacity")
@@ -322,8 +326,8 @@ class _Checker:
             self.bad((*p, "size"), f"{_fmt_size(w.size)} is not a positive multiple of 256M "
                      "(QEMU refuses the window)")
         if w.granularity not in m.LEGAL_GRANULARITY:
-            self.bad((*p, "granularity"), f"{w.granularity} is not an interleave granularity "
-                     "(256, 512, 1K, 2K, 4K, 8K or 16K)")
+            self.bad((*p, "granularity"), f"{_fmt_size(w.granularity)} is not an interleave "
+                     "granularity (256, 512, 1K, 2K, 4K, 8K or 16K)")
         if len(w.targets) not in m.LEGAL_WAYS:
             self.bad((*p, "targets"), f"{len(w.targets)} targets is not a legal interleave "
                      f"(ways: {', '.join(map(str, m.LEGAL_WAYS))})")
@@ -356,14 +360,15 @@ class _Checker:
                     ok = False
             ways = len(r.devices)
             if r.ways is not None and r.ways != ways:
-                self.bad((*p, "ways"), f"ways is {r.ways} but the region lists {ways} devices")
+                self.bad((*p, "ways"),
+                         f"ways is {r.ways} but the region lists {_count(ways, 'device')}")
                 ok = False
             if ways not in m.LEGAL_WAYS:
                 self.bad((*p, "devices"), f"{ways} devices is not a legal interleave "
                          f"(ways: {', '.join(map(str, m.LEGAL_WAYS))})")
                 ok = False
             if r.granularity is not None and r.granularity not in m.LEGAL_GRANULARITY:
-                self.bad((*p, "granularity"), f"{r.granularity} is not an interleave "
+                self.bad((*p, "granularity"), f"{_fmt_size(r.granularity)} is not an interleave "
                          "granularity (256, 512, 1K, 2K, 4K, 8K or 16K)")
                 ok = False
             if r.type == "pmem" and r.online is not None:
@@ -388,13 +393,13 @@ class _Checker:
                              f"{', '.join(win.targets)} in that order), not '{dev.host_bridge}'")
             if win.ways > 1 and r.granularity is not None and r.granularity != win.granularity:
                 self.bad((*p, "granularity"), f"window '{win.id}' interleaves host bridges at "
-                         f"{win.granularity}; Linux requires the region to use the same "
-                         "granularity")
+                         f"{_fmt_size(win.granularity)}; Linux requires the region to use the "
+                         "same granularity")
             cap = "volatile" if r.type == "ram" else "persistent"
-            smallest = min(getattr(d, cap) for d in devs)
-            for j, d in enumerate(devs):
-                if getattr(d, cap) == 0:
-                    self.bad((*p, "devices", j), f"device '{d.id}' has no {cap} capacity "
+            smallest = min(getattr(dv, cap) for dv in devs)
+            for j, dv in enumerate(devs):
+                if getattr(dv, cap) == 0:
+                    self.bad((*p, "devices", j), f"device '{dv.id}' has no {cap} capacity "
                              f"for a {r.type} region")
             size = r.size if r.size is not None else smallest * ways
             unit = m.CXL_CAPACITY_UNIT * ways
@@ -402,11 +407,12 @@ class _Checker:
                 self.bad((*p, "size"), f"{_fmt_size(size)} is not a positive multiple of "
                          f"{_fmt_size(unit)} (256M per device, {ways} devices)")
                 continue
-            for d in devs:
-                used[(d.id, cap)] += size // ways
-                if used[(d.id, cap)] > getattr(d, cap) and getattr(d, cap):
-                    self.bad((*p, "size"), f"needs {_fmt_size(used[(d.id, cap)])} of "
-                             f"{cap} capacity on '{d.id}', which has {_fmt_size(getattr(d, cap))}")
+            for dv in devs:
+                used[(dv.id, cap)] += size // ways
+                have = getattr(dv, cap)
+                if used[(dv.id, cap)] > have and have:
+                    self.bad((*p, "size"), f"needs {_fmt_size(used[(dv.id, cap)])} of "
+                             f"{cap} capacity on '{dv.id}', which has {_fmt_size(have)}")
             in_window[win.id] += size
             if in_window[win.id] > win.size:
                 self.bad((*p, "size"), f"regions in window '{win.id}' need "
@@ -423,11 +429,11 @@ class _Checker:
 
         root_ports: list[m.RootPort] = []
         for hb_id, rps in rps_of.items():
-            taken = {rp.port for rp in rps if rp.port is not None}
+            taken = {r.port for r in rps if r.port is not None}
             free = (n for n in range(256) if n not in taken)
-            for rp in rps:
-                port = rp.port if rp.port is not None else next(free)
-                root_ports.append(m.RootPort(rp.id, hb_id, port, 0, next(slot)))
+            for rps_ in rps:
+                port = rps_.port if rps_.port is not None else next(free)
+                root_ports.append(m.RootPort(rps_.id, hb_id, port, 0, next(slot)))
         rp_by_id = {rp.id: rp for rp in root_ports}
 
         devs_on: dict[str, list[s.DeviceSpec]] = defaultdict(list)
@@ -435,23 +441,23 @@ class _Checker:
             devs_on[d.attach].append(d)
         switches: list[m.Switch] = []
         dsp_of_dev: dict[str, str] = {}
-        for w in cx.switches:
-            dsps = tuple(m.DownstreamPort(f"{w.id}.dsp{k}", w.id, k, 0, next(slot))
-                         for k in range(w.ports))
-            switches.append(m.Switch(w.id, w.root_port, dsps))
-            taken = {d.port for d in devs_on[w.id] if d.port is not None}
-            free = (n for n in range(w.ports) if n not in taken)
-            for d in devs_on[w.id]:
-                k = d.port if d.port is not None else next(free, w.ports - 1)
-                dsp_of_dev[d.id] = dsps[min(k, w.ports - 1)].id
+        for sws in cx.switches:
+            dsps = tuple(m.DownstreamPort(f"{sws.id}.dsp{k}", sws.id, k, 0, next(slot))
+                         for k in range(sws.ports))
+            switches.append(m.Switch(sws.id, sws.root_port, dsps))
+            taken = {d.port for d in devs_on[sws.id] if d.port is not None}
+            free = (n for n in range(sws.ports) if n not in taken)
+            for d in devs_on[sws.id]:
+                k = d.port if d.port is not None else next(free, sws.ports - 1)
+                dsp_of_dev[d.id] = dsps[min(k, sws.ports - 1)].id
 
         buses: dict[str, int] = defaultdict(int)
         for hb in cx.host_bridges:
             buses[hb.id] = 1
-        for rp in root_ports:
-            buses[rp.host_bridge] += 1
-        for w in switches:
-            buses[rp_by_id[w.root_port].host_bridge] += 1 + len(w.downstream)
+        for rpr in root_ports:
+            buses[rpr.host_bridge] += 1
+        for swr in switches:
+            buses[rp_by_id[swr.root_port].host_bridge] += 1 + len(swr.downstream)
         host_bridges: list[m.HostBridge] = []
         next_bus = FIRST_BUS
         chosen = {hb.bus_nr for hb in cx.host_bridges if hb.bus_nr is not None}
@@ -470,14 +476,16 @@ class _Checker:
         auto_serial = (n for n in range(1, 1 << 20) if n not in serials)
         sw_by_id = {w.id: w for w in switches}
         for d in cx.devices:
+            switch: str | None
             if d.attach in sw_by_id:
-                rp = rp_by_id[sw_by_id[d.attach].root_port]
-                bus, switch = dsp_of_dev[d.id], d.attach
+                parent = rp_by_id[sw_by_id[d.attach].root_port]
+                port_id, switch = dsp_of_dev[d.id], d.attach
             else:
-                rp, bus, switch = rp_by_id[d.attach], d.attach, None
+                parent, port_id, switch = rp_by_id[d.attach], d.attach, None
             dc = d.dynamic_capacity
             devices.append(m.Device(
-                id=d.id, bus=bus, root_port=rp.id, switch=switch, host_bridge=rp.host_bridge,
+                id=d.id, bus=port_id, root_port=parent.id, switch=switch,
+                host_bridge=parent.host_bridge,
                 volatile=d.volatile, persistent=d.persistent, lsa=d.lsa or 0,
                 serial=d.serial if d.serial is not None else next(auto_serial),
                 dc_size=dc.size if dc else 0, dc_regions=dc.regions if dc else 0))
@@ -509,7 +517,7 @@ class _Checker:
 
     def check_buses(self, hbs: list[m.HostBridge]) -> None:
         spans = sorted((hb.bus_nr, hb.bus_nr + hb.buses - 1, i) for i, hb in enumerate(hbs))
-        for (_, end, _), (start, _, j) in zip(spans, spans[1:], strict=False):
+        for (_, end, _), (start, _, j) in itertools.pairwise(spans):
             if start <= end:
                 self.bad(("cxl", "host_bridges", j, "bus_nr"), f"bus numbers {start}.."
                          f"{start + hbs[j].buses - 1} of '{hbs[j].id}' overlap another host "

@@ -87,12 +87,17 @@ def load_located(text: str, file: str) -> Located:
     """Parse ``text``; raise :class:`YamlLoadError` with located problems."""
     problems: list[Problem] = []
     marks: dict[Path, Mark] = {}
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise YamlLoadError([Problem(file, line, col, "", f"YAML: character {exc.character:#x} "
+                                     "is not allowed")]) from None
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark or exc.context_mark
         line, col = (m.line + 1, m.column + 1) if m is not None else (1, 1)
