@@ -1,0 +1,227 @@
+"""Build the static guest programs (``mpp``, ``hotcold``) into the cache.
+
+The build directory is named by a SHA-256 over everything that decides the
+binaries: the C sources and headers, the Makefile, the kernel patch that
+defines the ``move_phys_pages`` syscall number, the compiler's identity and
+the C library's version. A hit costs one hash and one ``gcc --version``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from cxlrig import paths
+from cxlrig.errors import CxlrigError
+
+log = logging.getLogger(__name__)
+
+#: Where the C sources and their Makefile live.
+SOURCE_DIR = paths.REPO / "guest" / "programs"
+#: What ``make`` leaves in its output directory.
+PROGRAMS = ("mpp", "hotcold")
+#: A cold build takes a few seconds; this only catches a wedged compiler.
+BUILD_TIMEOUT_S = 300.0
+#: The compiler used, passed to make so the hash and the build agree.
+COMPILER = "gcc"
+
+# Variables that would change the build behind the hash's back if inherited
+# from the caller's environment (make imports every environment variable).
+_SCRUBBED_ENV = (
+    "NR_MOVE_PHYS_PAGES",
+    "EXTRA_CFLAGS",
+    "CFLAGS",
+    "LDFLAGS",
+    "OUT",
+    "CC",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "GNUMAKEFLAGS",
+)
+
+
+class ProgramsBuildError(CxlrigError):
+    """The guest programs could not be built.
+
+    The message holds the command and the compiler's output; both are also
+    kept as attributes for callers that show them differently.
+    """
+
+    def __init__(self, message: str, *, command: list[str] | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.command = command or []
+        self.output = output
+
+
+def patches_dir(source_dir: Path) -> Path:
+    """The kernel patch series, found where the Makefile looks for it."""
+    return source_dir.parent / "kernel" / "patches"
+
+
+def syscall_patches(source_dir: Path) -> list[Path]:
+    """Patches that add ``move_phys_pages`` to the x86_64 syscall table.
+
+    The Makefile extracts the number itself; this only decides which patch
+    files are part of the cache key, so a coarse test is enough.
+    """
+    root = patches_dir(source_dir)
+    candidates = sorted({*root.glob("*.patch"), *root.glob("*/*.patch")})
+    found = []
+    for patch in candidates:
+        text = patch.read_text(encoding="utf-8", errors="replace")
+        if "syscall_64.tbl" in text and "move_phys_pages" in text:
+            found.append(patch)
+    return found
+
+
+@functools.cache
+def _toolchain_identity() -> str:
+    """Compiler version and target plus the C library's version."""
+    try:
+        version = subprocess.run(
+            [COMPILER, "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=BUILD_TIMEOUT_S,
+        ).stdout
+        machine = subprocess.run(
+            [COMPILER, "-dumpmachine"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=BUILD_TIMEOUT_S,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProgramsBuildError(f"cannot run the compiler {COMPILER!r}: {exc}") from exc
+    # The binaries are static: the C library is linked into them.
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
+    return f"{version.strip()}\n{machine.strip()}\n{libc}"
+
+
+def _source_files(source_dir: Path) -> list[Path]:
+    files = [source_dir / "Makefile"]
+    files += sorted(p for p in source_dir.iterdir() if p.suffix in (".c", ".h") and p.is_file())
+    return files
+
+
+def cache_key(source_dir: Path = SOURCE_DIR) -> str:
+    """The SHA-256 naming the build of the programs in ``source_dir``."""
+    digest = hashlib.sha256()
+
+    def feed(label: str, data: bytes) -> None:
+        # Length-prefixed so no two different inputs hash the same stream.
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    for path in _source_files(source_dir):
+        feed(f"src/{path.name}", path.read_bytes())
+    for patch in syscall_patches(source_dir):
+        feed(f"patch/{patch.parent.name}/{patch.name}", patch.read_bytes())
+    feed("toolchain", _toolchain_identity().encode())
+    return digest.hexdigest()
+
+
+def _is_complete(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in (*PROGRAMS, "manifest.json"))
+
+
+def _run_make(source_dir: Path, out: Path) -> str:
+    command = ["make", "-C", str(source_dir), f"OUT={out}", f"CC={COMPILER}"]
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    # Plain ASCII quotes in compiler messages, whatever the caller's locale.
+    env["LC_ALL"] = "C"
+    log.info("building guest programs: %s", " ".join(command))
+    try:
+        proc = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ProgramsBuildError(f"cannot run make: {exc}", command=command) from exc
+    except subprocess.TimeoutExpired as exc:
+        output = exc.output if isinstance(exc.output, str) else ""
+        raise ProgramsBuildError(
+            f"building the guest programs took longer than {BUILD_TIMEOUT_S:.0f} s\n"
+            f"command: {' '.join(command)}\n{output}",
+            command=command,
+            output=output,
+        ) from exc
+    if proc.returncode != 0:
+        raise ProgramsBuildError(
+            f"building the guest programs failed (make exited with {proc.returncode})\n"
+            f"command: {' '.join(command)}\n{proc.stdout}",
+            command=command,
+            output=proc.stdout,
+        )
+    return proc.stdout
+
+
+def build_guest_programs(force: bool = False, *, source_dir: Path | None = None) -> Path:
+    """Build ``mpp`` and ``hotcold`` (or reuse the cached build) and return their directory.
+
+    ``force`` rebuilds even when the cache holds a build for these inputs.
+    ``source_dir`` defaults to the repository's ``guest/programs``; the kernel
+    patches are looked for beside it, as the Makefile does.
+    """
+    src = (source_dir or SOURCE_DIR).resolve()
+    key = cache_key(src)
+    root = paths.cache_dir() / "programs"
+    final = root / key
+    if not force and _is_complete(final):
+        log.debug("guest programs cached in %s", final)
+        return final
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        output = _run_make(src, staging)
+        missing = [name for name in PROGRAMS if not (staging / name).is_file()]
+        if missing:
+            raise ProgramsBuildError(
+                f"make succeeded but did not produce {', '.join(missing)}\n{output}",
+                output=output,
+            )
+        shutil.rmtree(staging / "obj", ignore_errors=True)
+        (staging / "build.log").write_text(output, encoding="utf-8")
+        manifest = {
+            "key": key,
+            "source_dir": str(src),
+            "patches": [str(p) for p in syscall_patches(src)],
+            "toolchain": _toolchain_identity(),
+            "programs": list(PROGRAMS),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        if final.exists():
+            # Only reached with force (or after a half-removed build): move
+            # the old one aside first so the rename below stays atomic.
+            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=root))
+            final.rename(trash / key)
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            staging.rename(final)
+        except OSError:
+            # Another process finished the same build first; theirs is as
+            # good as ours.
+            if not _is_complete(final):
+                raise
+            log.debug("guest programs were built concurrently; using %s", final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("guest programs built in %s", final)
+    return final
