@@ -27,8 +27,9 @@ from ..conftest import REPO, TOPOLOGIES
 
 GOLDEN = REPO / "tests" / "golden"
 OPTS = QemuOptions(qmp_socket=PurePath("RUN/qmp.sock"),
-                   console_socket=PurePath("RUN/console.sock"),
-                   console_log=PurePath("RUN/console.log"))
+                   console_log=PurePath("RUN/console.log"),
+                   shell_socket=PurePath("RUN/shell.sock"),
+                   shell_log=PurePath("RUN/shell.log"))
 
 
 @pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.stem)

@@ -87,6 +87,10 @@ class RunDir:
         return self.path / "console.log"
 
     @property
+    def shell_log(self) -> Path:
+        return self.path / "shell.log"
+
+    @property
     def argv_file(self) -> Path:
         return self.path / "argv.sh"
 
@@ -134,9 +138,9 @@ class Machine:
         return self._proc.pid if self._proc else None
 
     @property
-    def console_socket(self) -> Path:
+    def shell_socket(self) -> Path:
         assert self._sockdir is not None, "machine not launched"
-        return self._sockdir / "console.sock"
+        return self._sockdir / "shell.sock"
 
     def launch(self) -> None:
         """Start QEMU and connect QMP; on any failure, leave nothing running."""
@@ -153,8 +157,9 @@ class Machine:
         # private directory rather than in the (possibly deep) run directory.
         self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-"))
         opts = replace(self._options, qmp_socket=self._sockdir / "qmp.sock",
-                       console_socket=self._sockdir / "console.sock",
-                       console_log=self.run_dir.console_log)
+                       console_log=self.run_dir.console_log,
+                       shell_socket=self._sockdir / "shell.sock",
+                       shell_log=self.run_dir.shell_log)
         self._options = opts
         argv = build_argv(self.topo, opts)
         self.argv = self._argv_hook(argv) if self._argv_hook else argv
@@ -261,10 +266,10 @@ class Machine:
             raise MachineError(f"HMP {command}: the machine is not running")
         return self._qmp.hmp(command, TIMEOUTS.qmp_command)
 
-    def connect_console(self) -> socket.socket:
-        """A connected stream socket to the serial console."""
+    def connect_shell(self) -> socket.socket:
+        """A connected stream socket to the guest shell's serial port (ttyS1)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.console_socket))
+        sock.connect(str(self.shell_socket))
         return sock
 
 

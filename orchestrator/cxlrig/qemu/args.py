@@ -33,9 +33,12 @@ class QemuOptions:
     single_thread: bool = False
     paused: bool = False
     qmp_socket: PurePath | None = None
-    #: Serial console: a UNIX socket the runner connects to, logged by QEMU.
-    console_socket: PurePath | None = None
+    #: ttyS0, the kernel console: written by QEMU straight to a file.
     console_log: PurePath | None = None
+    #: ttyS1, the guest shell: a UNIX socket the session connects to, and
+    #: QEMU's own log of everything the guest wrote on it.
+    shell_socket: PurePath | None = None
+    shell_log: PurePath | None = None
     kernel: PurePath | None = None
     initrd: PurePath | None = None
     append: str = ""
@@ -149,11 +152,16 @@ def plumbing_args(opts: QemuOptions) -> list[str]:
     if opts.qmp_socket is not None:
         out += ["-chardev", f"socket,id=qmp,path={escape(opts.qmp_socket)},server=on,wait=off",
                 "-mon", "chardev=qmp,mode=control"]
-    if opts.console_socket is not None:
-        log = f",logfile={escape(opts.console_log)}" if opts.console_log else ""
-        out += ["-chardev",
-                f"socket,id=con0,path={escape(opts.console_socket)},server=on,wait=off{log}",
+    if opts.console_log is not None:
+        out += ["-chardev", f"file,id=con0,path={escape(opts.console_log)}",
                 "-serial", "chardev:con0"]
+    if opts.shell_socket is not None:
+        if opts.console_log is None:
+            out += ["-serial", "null"]  # keep the shell on ttyS1
+        log = f",logfile={escape(opts.shell_log)}" if opts.shell_log else ""
+        out += ["-chardev",
+                f"socket,id=sh0,path={escape(opts.shell_socket)},server=on,wait=off{log}",
+                "-serial", "chardev:sh0"]
     if opts.kernel is not None:
         out += ["-kernel", str(opts.kernel)]
         if opts.initrd is not None:
