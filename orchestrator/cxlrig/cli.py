@@ -125,6 +125,92 @@ def cmd_machine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(status: object) -> Callable[[str], None]:
+    def update(line: str) -> None:
+        status.update(f"[bold]{line}")  # type: ignore[attr-defined]
+    return update
+
+
+def cmd_kernel_build(args: argparse.Namespace) -> int:
+    from cxlrig.build.kernel import build_kernel
+
+    start = time.monotonic()
+    with err.status(f"building kernel {args.variant}...") as status:
+        path = build_kernel(args.variant, tree=args.tree, jobs=args.jobs,
+                            progress=_progress(status), force=args.force)
+    err.print(f"kernel {args.variant}: {path} ({time.monotonic() - start:.1f} s)", markup=False)
+    out.print(str(path), markup=False)
+    return 0
+
+
+def cmd_kernel_path(args: argparse.Namespace) -> int:
+    from cxlrig.build.kernel import kernel_path
+
+    path = kernel_path(args.variant)
+    if path is None:
+        err.print(f"kernel {args.variant} is not built yet: "
+                  f"run 'cxlrig kernel build --variant {args.variant}'", markup=False)
+        return 1
+    out.print(str(path), markup=False)
+    return 0
+
+
+def cmd_guest_build(args: argparse.Namespace) -> int:
+    from cxlrig.build.initramfs import build_initramfs
+
+    start = time.monotonic()
+    path = build_initramfs(force=args.force)
+    err.print(f"initramfs: {path} ({time.monotonic() - start:.1f} s)", markup=False)
+    out.print(str(path), markup=False)
+    return 0
+
+
+def guest_image(variant: str, kernel: str | None, append: str = "") -> object:
+    """The kernel (built or given) and initramfs for a boot, building what is missing."""
+    from cxlrig.build.initramfs import build_initramfs
+    from cxlrig.build.kernel import build_kernel
+    from cxlrig.guest.boot import GuestImage
+
+    if kernel is not None:
+        path = Path(kernel)
+        if not path.is_file():
+            raise CxlrigError(f"--kernel {kernel}: no such file")
+    else:
+        with err.status(f"kernel {variant}...") as status:
+            path = build_kernel(variant, progress=_progress(status))
+    return GuestImage(path, build_initramfs(), append)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from cxlrig.guest.boot import GuestImage, booted
+    from cxlrig.machine.accel import resolve_accel
+    from cxlrig.machine.runner import RunDir
+    from cxlrig.topology import load
+
+    topo = load(args.file)
+    image = guest_image(args.variant, args.kernel, args.append)
+    assert isinstance(image, GuestImage)
+    choice = resolve_accel(args.accel or topo.accel, image.kernel)
+    run = RunDir.create(runs_dir(), f"boot-{topo.name}")
+    err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
+              markup=False)
+    with booted(topo, image, run, accel=choice.accel) as guest:
+        for r in guest.regions:
+            err.print(f"  {r.id}: {r.name} {r.size >> 20} MiB, {r.ways}-way at "
+                      f"{r.granularity}, node {r.node}", markup=False)
+        err.print(f"ready in {guest.boot_seconds:.1f} s (+{guest.bring_up_seconds:.1f} s CXL "
+                  "bring-up)", markup=False)
+        if args.exec is None:
+            err.print("guest shell: Ctrl-] or 'poweroff -f' leaves", markup=False)
+            guest.session.interact()
+            return 0
+        res = guest.session.run(args.exec, user="user" if args.user else "root")
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        sys.stdout.flush()
+        return res.status
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from cxlrig.machine.accel import kvm_device_usable
     from cxlrig.qemu.probe import probe
@@ -208,6 +294,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", metavar="FILE")
     sp.add_argument("--paused", action="store_true", help="do not start the CPUs")
     sp.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+
+    sp = add("kernel", lambda a: 2, "build or locate the guest kernel")
+    ksub = sp.add_subparsers(dest="kernel_command", required=True, metavar="ACTION")
+    kb = ksub.add_parser("build", help="build a kernel variant (cached by content hash)")
+    kb.set_defaults(func=cmd_kernel_build)
+    kb.add_argument("--variant", default="v2", help="v1, v2 or debug (default v2)")
+    kb.add_argument("--tree", type=Path, help="build this kernel tree with our config fragment")
+    kb.add_argument("--jobs", type=int, help="parallel jobs (default: all CPUs)")
+    kb.add_argument("--force", action="store_true", help="rebuild even if cached")
+    kp = ksub.add_parser("path", help="print the cached bzImage of a variant")
+    kp.set_defaults(func=cmd_kernel_path)
+    kp.add_argument("--variant", default="v2")
+
+    sp = add("guest", lambda a: 2, "build the guest initramfs")
+    gsub = sp.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
+    gb = gsub.add_parser("build", help="build the initramfs (cached by content hash)")
+    gb.set_defaults(func=cmd_guest_build)
+    gb.add_argument("--force", action="store_true")
+
+    sp = add("boot", cmd_boot, "boot a topology with our kernel, bring up CXL, run or interact")
+    sp.add_argument("file", metavar="FILE")
+    sp.add_argument("--variant", default="v2", help="kernel variant: v1, v2 or debug")
+    sp.add_argument("--kernel", help="boot this bzImage instead of a built variant")
+    sp.add_argument("--accel", choices=("auto", "kvm", "tcg"),
+                    help="accelerator (default: the topology's, auto)")
+    sp.add_argument("--exec", metavar="CMD", help="run CMD in the guest; its status is ours")
+    sp.add_argument("--user", action="store_true", help="run CMD as the unprivileged user")
+    sp.add_argument("--append", default="", help="extra kernel command line")
 
     sp = add("doctor", cmd_doctor, "report each prerequisite")
     sp.add_argument("-q", "--quiet", action="store_true",

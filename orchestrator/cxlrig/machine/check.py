@@ -69,6 +69,23 @@ class CheckReport:
         return not self.mismatches
 
 
+def read_windows(machine: Machine) -> tuple[FoundWindow, ...]:
+    """The CXL fixed memory windows and where the machine mapped them."""
+    fmws = machine.qmp("qom-get", {"path": "/machine", "property": "cxl-fmw"}) \
+        if machine.topo.has_cxl else []
+    bases: list[int] = []
+    for line in machine.hmp("info mtree -f").splitlines():
+        mt = _WINDOW_RE.match(line)
+        if mt and int(mt.group(1), 16) not in bases:
+            bases.append(int(mt.group(1), 16))
+    bases.sort()
+    return tuple(
+        FoundWindow(i, tuple(w["targets"]), int(w["size"]),
+                    int(w.get("interleave-granularity", 256)),
+                    bases[i] if i < len(bases) else None)
+        for i, w in enumerate(fmws))
+
+
 def inspect(machine: Machine) -> Found:
     """Read the device tree, windows and nodes of a running machine."""
     devices = []
@@ -94,19 +111,7 @@ def inspect(machine: Machine) -> Found:
         devices.append(FoundDevice(child["name"], str(get("type")),
                                    parent_bus.rsplit("/", 1)[-1], props))
 
-    fmws = machine.qmp("qom-get", {"path": "/machine", "property": "cxl-fmw"}) \
-        if machine.topo.has_cxl else []
-    bases: list[int] = []
-    for line in machine.hmp("info mtree -f").splitlines():
-        mt = _WINDOW_RE.match(line)
-        if mt and int(mt.group(1), 16) not in bases:
-            bases.append(int(mt.group(1), 16))
-    bases.sort()
-    windows = tuple(
-        FoundWindow(i, tuple(w["targets"]), int(w["size"]),
-                    int(w.get("interleave-granularity", 256)),
-                    bases[i] if i < len(bases) else None)
-        for i, w in enumerate(fmws))
+    windows = read_windows(machine)
 
     sizes = {d["id"]: int(d["size"]) for d in machine.qmp("query-memdev")}
     cpus_of: dict[int, list[int]] = {}

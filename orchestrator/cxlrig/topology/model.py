@@ -16,6 +16,10 @@ CXL_CAPACITY_UNIT = 256 * MiB
 #: x86_64 memory block (section) size: smaller NUMA nodes are trimmed.
 MEMORY_BLOCK = 128 * MiB
 LEGAL_WAYS = (1, 2, 3, 4, 6, 8, 12, 16)
+#: HDM decoders QEMU 10.0 gives a host bridge, switch or device (seen in the
+#: guest's sysfs); a port with one downstream port gets Linux's single
+#: pass-through decoder instead.
+HDM_DECODERS = 4
 LEGAL_GRANULARITY = (256, 512, 1024, 2048, 4096, 8192, 16384)
 
 

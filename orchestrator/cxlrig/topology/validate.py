@@ -344,6 +344,9 @@ class _Checker:
         cx = self.spec.cxl
         used: dict[tuple[str, str], int] = defaultdict(int)
         in_window: dict[str, int] = defaultdict(int)
+        # HDM decoders: a region takes one in every host bridge it spans, every
+        # switch and every device on its path.
+        decoders: dict[str, list[str]] = defaultdict(list)
         for i, r in enumerate(cx.regions):
             p: Path = ("cxl", "regions", i)
             ok = True
@@ -413,10 +416,40 @@ class _Checker:
                 if used[(dv.id, cap)] > have and have:
                     self.bad((*p, "size"), f"needs {_fmt_size(used[(dv.id, cap)])} of "
                              f"{cap} capacity on '{dv.id}', which has {_fmt_size(have)}")
+            for port in dict.fromkeys([*(d.host_bridge for d in devs),
+                                       *(d.switch for d in devs if d.switch)]):
+                decoders[port].append(r.id)
+                limit = self._decoders(topo, port)
+                if len(decoders[port]) > limit:
+                    self.bad(p, f"'{port}' cannot decode region '{r.id}' as well as "
+                             f"{', '.join(repr(x) for x in decoders[port][:-1])}: "
+                             f"{self._decoder_reason(topo, port, limit)}")
+            for dv in devs:
+                decoders[dv.id].append(r.id)
+                if len(decoders[dv.id]) > m.HDM_DECODERS:
+                    self.bad(p, f"device '{dv.id}' already takes part in "
+                             f"{m.HDM_DECODERS} regions (it has {m.HDM_DECODERS} HDM decoders)")
             in_window[win.id] += size
             if in_window[win.id] > win.size:
                 self.bad((*p, "size"), f"regions in window '{win.id}' need "
                          f"{_fmt_size(in_window[win.id])}, above its size {_fmt_size(win.size)}")
+
+    @staticmethod
+    def _decoders(topo: m.Topology, port: str) -> int:
+        """HDM decoders Linux finds in a host bridge or switch."""
+        if any(hb.id == port for hb in topo.host_bridges):
+            fanout = sum(1 for rp in topo.root_ports if rp.host_bridge == port)
+        else:
+            fanout = len(topo.switch(port).downstream)
+        # With one downstream port Linux uses a single pass-through decoder.
+        return 1 if fanout == 1 else m.HDM_DECODERS
+
+    @staticmethod
+    def _decoder_reason(topo: m.Topology, port: str, limit: int) -> str:
+        if limit == 1:
+            return ("with a single downstream port Linux gives it one pass-through decoder "
+                    "(add a port to it, or move a region elsewhere)")
+        return f"QEMU gives it {limit} HDM decoders"
 
     # -- resolution ------------------------------------------------------------
 
