@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cxlrig.guest.cxl import cxl_list
 from cxlrig.guest.session import CommandFailed, GuestCrash, GuestError
 from cxlrig.topology import load
 
@@ -32,6 +33,15 @@ def test_guest_boot_numa_nodes_match_topology(boot: Boot, name: str) -> None:
             assert node.distances[0] > node.distances[region.node], "remote must be farther"
         for dram in topo.nodes:
             assert abs(guest.nodes[dram.node].mem_total - dram.memory) < dram.memory * 0.1
+        # 'cxl list' (ndctl's tool, not our sysfs reading) agrees.
+        listed = cxl_list(guest.session)
+        serials = {int(str(o["serial"]), 0) for o in listed if "memdev" in o}
+        assert serials == {d.serial for d in topo.devices}
+        listed_regions = {o["region"] for o in listed if "region" in o}
+        assert listed_regions == {r.name for r in guest.regions}
+        ports = guest.session.run("cxl list -P -u", check=True).stdout
+        for _ in topo.host_bridges:
+            assert '"port":"port' in ports
         out = guest.session.run("numactl -H", check=True).stdout
         assert f"available: {len(topo.nodes) + len({r.node for r in ram})} nodes" in out
         if any(r.type == "pmem" for r in topo.regions):

@@ -80,26 +80,54 @@ def create_regions(session: GuestSession, topo: m.Topology,
     return states
 
 
-def read_nodes(session: GuestSession) -> dict[int, NodeState]:
-    script = (
-        "for n in /sys/devices/system/node/node[0-9]*; do "
-        "printf '%s %s %s |%s|\\n' \"${n##*node}\" "
-        "\"$(awk '/MemTotal/ {print $4}' $n/meminfo)\" \"$(cat $n/distance)\" "
-        "\"$(cat $n/cpulist)\"; done")
-    res = session.run(script, timeout=None, check=True)
-    nodes = {}
+@dataclass(frozen=True)
+class GuestState:
+    """What the guest's sysfs says about CXL and NUMA after bring-up."""
+
+    memdev_serials: dict[str, int]  # mem0 -> serial
+    regions: dict[str, str]  # region0 -> decode state ("commit", ...)
+    nodes: dict[int, NodeState]
+
+
+#: One round trip for everything verify() needs. Read from sysfs, which is
+#: what 'cxl list' reads too; running cxl itself costs over a second under
+#: TCG the first time (its libraries are translated), so it is left to tests.
+_STATE_SCRIPT = r"""
+cd /sys/bus/cxl/devices 2>/dev/null && for m in mem[0-9]*; do
+  [ -e "$m/serial" ] && echo "mem $m $(cat $m/serial)"; done
+for r in region[0-9]*; do
+  [ -e "$r/commit" ] && echo "region $r $(cat $r/commit)"; done
+for n in /sys/devices/system/node/node[0-9]*; do
+  read -r dist < $n/distance; read -r cpus < $n/cpulist
+  echo "node ${n##*node} $(awk '/MemTotal/ {print $4}' $n/meminfo) $dist |$cpus|"
+done
+"""
+
+
+def read_state(session: GuestSession) -> GuestState:
+    res = session.run(_STATE_SCRIPT, timeout=None, check=True)
+    serials: dict[str, int] = {}
+    regions: dict[str, str] = {}
+    nodes: dict[int, NodeState] = {}
     for line in res.stdout.splitlines():
-        head, _, cpus = line.partition("|")
-        words = head.split()
-        if len(words) < 2:
-            continue
-        n = int(words[0])
-        nodes[n] = NodeState(n, int(words[1]) * 1024, cpus.rstrip("|").strip(),
-                             tuple(int(w) for w in words[2:]))
-    return nodes
+        kind, _, rest = line.partition(" ")
+        if kind == "mem":
+            name, serial = rest.split()
+            serials[name] = int(serial, 0)
+        elif kind == "region":
+            name, commit = rest.split()
+            regions[name] = "commit" if commit == "1" else "reset"
+        elif kind == "node":
+            head, _, cpus = rest.partition("|")
+            words = head.split()
+            n = int(words[0])
+            nodes[n] = NodeState(n, int(words[1]) * 1024, cpus.rstrip("|").strip(),
+                                 tuple(int(w) for w in words[2:]))
+    return GuestState(serials, regions, nodes)
 
 
 def cxl_list(session: GuestSession) -> list[dict[str, Any]]:
+    """``cxl list`` of memdevs, regions and decoders, flattened."""
     res = session.run("cxl list -M -R -D -u", timeout=None, check=True)
     data = json.loads(res.stdout or "[]")
     if isinstance(data, dict):
@@ -115,23 +143,22 @@ def cxl_list(session: GuestSession) -> list[dict[str, Any]]:
     return flat
 
 
-def verify(topo: m.Topology, regions: list[RegionState], nodes: dict[int, NodeState],
-           listed: list[dict[str, Any]]) -> list[str]:
+def verify(topo: m.Topology, regions: list[RegionState], state: GuestState) -> list[str]:
     """Every way the guest differs from the topology, one message each."""
     problems = []
-    serials = {int(str(o["serial"]), 0) for o in listed if "memdev" in o and "serial" in o}
+    nodes = state.nodes
+    serials = set(state.memdev_serials.values())
     for d in topo.devices:
         if d.serial not in serials:
-            problems.append(f"device '{d.id}' (serial {d.serial:#x}): not listed by 'cxl list'")
-    listed_regions = {o["region"] for o in listed if "region" in o}
+            problems.append(f"device '{d.id}' (serial {d.serial:#x}): no memdev in the guest")
     by_id = {r.id: r for r in regions}
     for r in topo.regions:
         st = by_id.get(r.id)
         if st is None:
             problems.append(f"region '{r.id}': not created")
             continue
-        if st.name not in listed_regions:
-            problems.append(f"region '{r.id}' ({st.name}): not listed by 'cxl list'")
+        if state.regions.get(st.name) != "commit":
+            problems.append(f"region '{r.id}' ({st.name}): not committed in the guest")
         for what, got, want in (("size", st.size, r.size), ("ways", st.ways, r.ways),
                                 ("granularity", st.granularity, r.granularity)):
             if got != want:
@@ -172,8 +199,8 @@ def bring_up(session: GuestSession, topo: m.Topology,
              window_bases: dict[str, int]) -> tuple[list[RegionState], dict[int, NodeState]]:
     """Create every region, then verify the guest against the topology."""
     regions = create_regions(session, topo, window_bases)
-    nodes = read_nodes(session)
-    problems = verify(topo, regions, nodes, cxl_list(session) if topo.has_cxl else [])
+    state = read_state(session)
+    problems = verify(topo, regions, state)
     if problems:
         raise BringUpError("the guest does not match the topology:\n  " + "\n  ".join(problems))
-    return regions, nodes
+    return regions, state.nodes

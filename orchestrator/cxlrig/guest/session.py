@@ -1,7 +1,7 @@
 """A shell in the guest, driven over its own serial port (ttyS1) with pexpect.
 
 Each command travels base64-encoded into a file in the guest and runs under
-``cxlrig-exec`` (guest/initramfs), which prints the command's stdout, stderr
+``cxlrig_exec`` (guest/initramfs/cxlrig-exec), which prints the command's stdout, stderr
 and exit status base64-encoded between markers that carry a fresh nonce.
 The markers are assembled by the guest script, so the tty's echo of what we
 typed can never match them, and nothing a command prints can either.
@@ -188,7 +188,7 @@ class GuestSession:
                 if time.monotonic() >= deadline or not self.machine.is_running():
                     raise
         # Quiet tty: no echo, no prompt, nothing to wade through.
-        self._send("stty -echo; PS1=''; mkdir -p /tmp/.cxlrig; chmod 1777 /tmp/.cxlrig\n")
+        self._send("stty -echo; PS1=''\n")
         self._sync()
         self._ready = True
         took = time.monotonic() - start
@@ -213,9 +213,10 @@ class GuestSession:
         nonce = secrets.token_hex(6)
         b64 = base64.b64encode(command.encode()).decode()
         start = time.monotonic()
-        lines = [f"echo {b64[i:i + _CHUNK]} >> /tmp/.cxlrig/{nonce}.b64"
-                 for i in range(0, len(b64), _CHUNK)] or [f": > /tmp/.cxlrig/{nonce}.b64"]
-        self._send("\n".join(lines) + f"\ncxlrig-exec {nonce} {USERS[user]}\n")
+        chunks = [b64[i:i + _CHUNK] for i in range(0, len(b64), _CHUNK)] or [""]
+        lines = [f"echo {c} {'>' if i == 0 else '>>'} /tmp/.cxlrig/cmd.b64"
+                 for i, c in enumerate(chunks)]
+        self._send("\n".join(lines) + f"\ncxlrig_exec {nonce} {USERS[user]}\n")
         m = self._expect(f"@@CXLRIG-RC-{nonce}-(\\d+)@@".encode(), timeout,
                          f"'{_short(command)}' to finish")
         took = time.monotonic() - start
