@@ -98,8 +98,9 @@ cd /sys/bus/cxl/devices 2>/dev/null && for m in mem[0-9]*; do
 for r in region[0-9]*; do
   [ -e "$r/commit" ] && echo "region $r $(cat $r/commit)"; done
 for n in /sys/devices/system/node/node[0-9]*; do
-  read -r dist < $n/distance; read -r cpus < $n/cpulist
-  echo "node ${n##*node} $(awk '/MemTotal/ {print $4}' $n/meminfo) $dist |$cpus|"
+  # cpulist is a binary attribute that the shell's 'read' gets nothing from.
+  read -r dist < $n/distance
+  echo "node ${n##*node} $(awk '/MemTotal/ {print $4}' $n/meminfo) $dist |$(cat $n/cpulist)|"
 done
 """
 
