@@ -1,0 +1,404 @@
+"""The guest-physical address map the plugin counts by, and its arguments.
+
+An :class:`AddressMap` says which guest-physical ranges belong to which NUMA
+node, how each CXL region interleaves over its devices, and what latency
+each node is modelled with. :func:`plugin_args` renders it (with the run's
+options) as the plugin's ``key=value`` arguments; ``qemu-plugin/README.md``
+is the one description of that syntax.
+
+DRAM ranges come from QEMU itself (:func:`parse_mtree` over ``info mtree
+-f``); CXL region bases only exist once the guest has created the regions,
+so :func:`region_map` takes them as an argument, and its result is added
+to a running plugin over the control socket (``Control.add``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import PurePath
+
+from cxlrig.errors import CxlrigError
+from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS, Performance, Topology
+
+PAGE = 4096
+#: Limits the plugin enforces; checked here too so mistakes surface before QEMU starts.
+MAX_NODE_ID = 4095
+MAX_LATENCY_NS = 1_000_000
+MAX_SAMPLE = 1_000_000_000
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+
+
+class PluginConfigError(CxlrigError, ValueError):
+    """An address map or plugin option the plugin would refuse; lists every problem."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class NodeRange:
+    """Guest-physical ``[start, end)`` belonging to NUMA node ``node``."""
+
+    node: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def __contains__(self, pa: object) -> bool:
+        return isinstance(pa, int) and self.start <= pa < self.end
+
+    def __str__(self) -> str:
+        return f"node {self.node} [{self.start:#x}, {self.end:#x})"
+
+
+@dataclass(frozen=True)
+class RegionDecode:
+    """A CXL region's host-physical range and interleave, devices in position order."""
+
+    name: str
+    base: int
+    size: int
+    granularity: int
+    devices: tuple[str, ...]
+
+    @property
+    def ways(self) -> int:
+        return len(self.devices)
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def position(self, pa: int) -> int:
+        """The interleave position of ``pa``, as the plugin (and QEMU's decoders) compute it."""
+        return (pa // self.granularity) % self.ways
+
+    def device_of(self, pa: int) -> str:
+        return self.devices[self.position(pa)]
+
+
+@dataclass(frozen=True)
+class Latency:
+    node: int
+    read_ns: int
+    write_ns: int
+
+
+@dataclass(frozen=True)
+class AddressMap:
+    """Validated on construction: an invalid map raises :class:`PluginConfigError`."""
+
+    nodes: tuple[NodeRange, ...] = ()
+    regions: tuple[RegionDecode, ...] = ()
+    latencies: tuple[Latency, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise PluginConfigError(problems)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        for r in self.nodes:
+            if not 0 <= r.node <= MAX_NODE_ID:
+                out.append(f"{r}: node ID must be 0..{MAX_NODE_ID}")
+            if r.end <= r.start or r.start < 0:
+                out.append(f"{r}: empty or negative range")
+            if r.start % PAGE or r.end % PAGE:
+                out.append(f"{r}: not 4 KiB aligned")
+        out += _overlaps([(r.start, r.end, str(r)) for r in self.nodes])
+        for g in self.regions:
+            where = f"region {g.name}"
+            if not _NAME.fullmatch(g.name):
+                out.append(f"{where}: name must be 1-63 letters, digits, '_', '-' or '.'")
+            if g.ways not in LEGAL_WAYS:
+                out.append(f"{where}: {g.ways} devices, ways must be one of {LEGAL_WAYS}")
+            if g.granularity not in LEGAL_GRANULARITY:
+                out.append(f"{where}: granularity {g.granularity} not one of "
+                           f"{LEGAL_GRANULARITY}")
+            elif g.ways and g.size % (g.granularity * g.ways):
+                out.append(f"{where}: size {g.size:#x} is not a multiple of granularity * ways")
+            if g.size <= 0 or g.base < 0 or g.base % PAGE or g.size % PAGE:
+                out.append(f"{where}: base and size must be 4 KiB aligned, size positive")
+            bad = [d for d in g.devices if not _NAME.fullmatch(d)]
+            if bad:
+                out.append(f"{where}: bad device names {bad}")
+            if len(set(g.devices)) != len(g.devices):
+                out.append(f"{where}: a device appears twice in {list(g.devices)}")
+        names = [g.name for g in self.regions]
+        out += [f"region {n}: name used twice" for n in sorted({n for n in names
+                                                                 if names.count(n) > 1})]
+        out += _overlaps([(g.base, g.end, f"region {g.name}") for g in self.regions])
+        known = {r.node for r in self.nodes}
+        seen: set[int] = set()
+        for lat in self.latencies:
+            if lat.node not in known:
+                out.append(f"latency for node {lat.node}: the node has no range")
+            if lat.node in seen:
+                out.append(f"latency for node {lat.node}: given twice")
+            seen.add(lat.node)
+            if not (0 <= lat.read_ns <= MAX_LATENCY_NS and 0 <= lat.write_ns <= MAX_LATENCY_NS):
+                out.append(f"latency for node {lat.node}: must be 0..{MAX_LATENCY_NS} ns")
+        return out
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return tuple(sorted({r.node for r in self.nodes}))
+
+    def node_of(self, pa: int) -> int | None:
+        for r in self.nodes:
+            if pa in r:
+                return r.node
+        return None
+
+    def latency(self, node: int) -> Latency | None:
+        return next((lat for lat in self.latencies if lat.node == node), None)
+
+    def merged(self, other: AddressMap) -> AddressMap:
+        """Both maps in one; overlaps and a node's second latency are errors."""
+        return AddressMap(nodes=self.nodes + other.nodes, regions=self.regions + other.regions,
+                          latencies=self.latencies + other.latencies)
+
+    def with_region(self, region: RegionDecode, node: int | None = None,
+                    latency: tuple[int, int] | None = None) -> AddressMap:
+        """This map plus ``region``; with ``node``, its range also becomes that node's."""
+        nodes = self.nodes
+        lats = self.latencies
+        if node is not None:
+            nodes = (*nodes, NodeRange(node, region.base, region.end))
+            if latency is not None and self.latency(node) is None:
+                lats = (*lats, Latency(node, *latency))
+        return replace(self, nodes=nodes, regions=(*self.regions, region), latencies=lats)
+
+
+def _overlaps(items: list[tuple[int, int, str]]) -> list[str]:
+    out = []
+    reach, holder = -1, ""  # the furthest end so far, and whose it is
+    for start, end, what in sorted(items):
+        if start < reach:
+            out.append(f"{what} overlaps {holder}")
+        if end > reach:
+            reach, holder = end, what
+    return out
+
+
+def _seconds(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def map_args(amap: AddressMap) -> tuple[tuple[str, str], ...]:
+    """The map's ``node=``, ``region=`` and ``lat=`` arguments (also what ``add`` takes)."""
+    args: list[tuple[str, str]] = []
+    for r in sorted(amap.nodes, key=lambda r: (r.start, r.node)):
+        args.append(("node", f"{r.node}:{r.start:#x}:{r.end:#x}"))
+    for g in sorted(amap.regions, key=lambda g: g.base):
+        args.append(("region", f"{g.name}:{g.base:#x}:{g.size:#x}:{g.ways}:{g.granularity}:"
+                               + "+".join(g.devices)))
+    for lat in sorted(amap.latencies, key=lambda lat: lat.node):
+        args.append(("lat", f"{lat.node}:{lat.read_ns}:{lat.write_ns}"))
+    return tuple(args)
+
+
+def plugin_args(amap: AddressMap, *, out: PurePath, control: PurePath | None = None,
+                pages: bool = True, pages_top: int = 0, sample: int = 1,
+                interval: int | None = None, interval_unit: str = "insn",
+                flush: float = 5.0, delay: bool = False) -> tuple[tuple[str, str], ...]:
+    """The plugin's arguments, in a stable order, for :class:`cxlrig.qemu.args.Plugin`.
+
+    Options are checked here, before QEMU starts, with the plugin's own limits.
+    ``delay`` needs a latency in ``amap`` (the plugin refuses ``delay=on``
+    without one); latencies added later over the control socket join in.
+    """
+    problems = []
+    if not 1 <= sample <= MAX_SAMPLE:
+        problems.append(f"sample: {sample} is not 1..{MAX_SAMPLE}")
+    if pages_top < 0:
+        problems.append(f"pages_top: {pages_top} is negative")
+    if interval is not None and interval <= 0:
+        problems.append(f"interval: {interval} is not positive")
+    if interval_unit not in ("insn", "ns"):
+        problems.append(f"interval_unit: {interval_unit!r} is not 'insn' or 'ns'")
+    if not 0 <= flush <= 86400 or round(flush * 1000) != flush * 1000:
+        problems.append(f"flush: {flush} s is not 0..86400 in whole milliseconds")
+    if delay and not amap.latencies:
+        problems.append("delay: needs a latency for at least one node")
+    if control is not None and len(str(control).encode()) > 107:
+        problems.append(f"control: {control} is longer than a UNIX socket path may be")
+    if problems:
+        raise PluginConfigError(problems)
+
+    args: list[tuple[str, str]] = [("out", str(out)), *map_args(amap)]
+    if not pages:
+        args.append(("pages", "off"))
+    if pages_top:
+        args.append(("pages_top", str(pages_top)))
+    if sample != 1:
+        args.append(("sample", str(sample)))
+    if interval is not None:
+        args += [("interval", str(interval)), ("interval_unit", interval_unit)]
+    if flush != 5.0:
+        args.append(("flush", _seconds(flush)))
+    if control is not None:
+        args.append(("control", str(control)))
+    if delay:
+        args.append(("delay", "on"))
+    return tuple(args)
+
+
+# -- QEMU's memory tree -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    """What ``info mtree -f`` shows of the system address space."""
+
+    #: DRAM per NUMA node, merged per backend (see :func:`parse_mtree`).
+    dram: tuple[NodeRange, ...]
+    #: CXL fixed memory windows ``(start, end)``, in address order, which is
+    #: the order of the topology's windows.
+    windows: tuple[tuple[int, int], ...]
+
+
+_ROW = re.compile(r"^\s+([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, ([^)]+)\): (\S+)"
+                  r"(?: @([0-9a-f]+))?")
+_RAM_NODE = re.compile(r"ram-node(\d+)")
+#: Below 1 MiB the PC's BIOS area sits over DRAM (PAM switches it between
+#: ROM and the RAM underneath); gaps there are bridged, nowhere else.
+_LEGACY_END = 0x100000
+
+
+def _default_backend_node(name: str) -> int | None:
+    m = _RAM_NODE.fullmatch(name)
+    if m:
+        return int(m.group(1))
+    return 0 if name == "pc.ram" else None
+
+
+def parse_mtree(text: str, backends: Mapping[str, int] | None = None) -> MemoryLayout:
+    """DRAM node ranges and CXL windows from HMP ``info mtree -f``.
+
+    Only the flat view of the ``memory`` address space counts. A RAM row
+    belongs to a node through its backend name (``ram-nodeN``, the ids the
+    argument builder gives; ``pc.ram`` is node 0; ``backends`` overrides).
+    Rows of one backend that map it linearly (same address minus offset) are
+    merged across the legacy BIOS hole below 1 MiB, which is that node's DRAM
+    shadowed by ROM until the firmware switches it.
+    """
+    rows: list[tuple[int, int, str, str, int]] = []
+    in_view = False
+    for line in text.splitlines():
+        if line.startswith("FlatView"):
+            if rows:
+                break
+            in_view = False
+            continue
+        if line.strip() == 'AS "memory", root: system':
+            in_view = True
+            continue
+        m = _ROW.match(line) if in_view else None
+        if m:
+            start, last = int(m.group(1), 16), int(m.group(2), 16)
+            offset = int(m.group(5), 16) if m.group(5) else 0
+            rows.append((start, last + 1, m.group(3), m.group(4), offset))
+    if not rows:
+        raise PluginConfigError(["info mtree -f: no flat view of the 'memory' address space"])
+
+    windows = tuple((s, e) for s, e, kind, name, _ in rows if name == "cxl-fixed-memory-region")
+    spans: dict[tuple[str, int], list[list[int]]] = {}
+    node_of: dict[str, int] = {}
+    for start, end, kind, name, offset in sorted(rows):
+        if kind != "ram":
+            continue
+        node = backends.get(name) if backends is not None else _default_backend_node(name)
+        if node is None:
+            continue
+        node_of[name] = node
+        runs = spans.setdefault((name, start - offset), [])
+        if runs and (start <= runs[-1][1] or start <= _LEGACY_END):
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([start, end])
+    dram = tuple(sorted((NodeRange(node_of[name], s, e)
+                         for (name, _), runs in spans.items() for s, e in runs),
+                        key=lambda r: r.start))
+    problems = _overlaps([(r.start, r.end, str(r)) for r in dram])
+    if problems:
+        raise PluginConfigError([f"info mtree -f: {p}" for p in problems])
+    return MemoryLayout(dram=dram, windows=windows)
+
+
+def _latency_of(perf: Performance) -> tuple[int, int] | None:
+    # One figure given stands for both directions.
+    read, write = perf.read_latency, perf.write_latency
+    if read is None and write is None:
+        return None
+    return (read if read is not None else write or 0, write if write is not None else read or 0)
+
+
+def dram_map(topo: Topology, layout: MemoryLayout) -> AddressMap:
+    """The DRAM part of ``topo``'s map, known before the guest boots."""
+    found = {r.node for r in layout.dram}
+    missing = [f"DRAM node {n.node}: not in QEMU's memory map" for n in topo.nodes
+               if n.node not in found]
+    if missing:
+        raise PluginConfigError(missing)
+    lats = []
+    for n in topo.nodes:
+        lat = _latency_of(n.performance)
+        if lat is not None:
+            lats.append(Latency(n.node, *lat))
+    return AddressMap(nodes=layout.dram, latencies=tuple(lats))
+
+
+def region_map(topo: Topology, layout: MemoryLayout,
+               region_bases: Mapping[str, int]) -> AddressMap:
+    """The CXL regions of ``topo`` at the bases the guest gave them.
+
+    ``region_bases`` maps region ids to their host-physical base (the
+    guest's sysfs ``regionN/resource``). Each region's range becomes its
+    node's (the window's NUMA node), its performance figures that node's
+    latency. Send it to a running plugin with ``Control.add(map_args(...))``.
+    """
+    problems = []
+    if len(layout.windows) != len(topo.windows):
+        problems.append(f"QEMU shows {len(layout.windows)} CXL windows, the topology has "
+                        f"{len(topo.windows)}")
+    regions = {r.id: r for r in topo.regions}
+    problems += [f"region {rid}: not in the topology"
+                 for rid in sorted(set(region_bases) - set(regions))]
+    if problems:
+        raise PluginConfigError(problems)
+    nodes, decodes = [], []
+    lats: dict[int, tuple[tuple[int, int], str]] = {}
+    for rid, base in sorted(region_bases.items(), key=lambda kv: kv[1]):
+        reg = regions[rid]
+        win_start, win_end = layout.windows[topo.window(reg.window).index]
+        if not (win_start <= base and base + reg.size <= win_end):
+            problems.append(f"region {rid}: [{base:#x}, {base + reg.size:#x}) is outside its "
+                            f"window {reg.window} [{win_start:#x}, {win_end:#x})")
+        decodes.append(RegionDecode(rid, base, reg.size, reg.granularity, reg.devices))
+        nodes.append(NodeRange(reg.node, base, base + reg.size))
+        lat = _latency_of(reg.performance)
+        if lat is None:
+            continue
+        if reg.node in lats and lats[reg.node][0] != lat:
+            other = lats[reg.node][1]
+            problems.append(f"region {rid}: latency {lat} differs from {lats[reg.node][0]} of "
+                            f"region {other} on the same node {reg.node}")
+        lats.setdefault(reg.node, (lat, rid))
+    if problems:
+        raise PluginConfigError(problems)
+    return AddressMap(nodes=tuple(nodes), regions=tuple(decodes),
+                      latencies=tuple(Latency(n, *lat) for n, (lat, _) in sorted(lats.items())))
+
+
+def address_map(topo: Topology, layout: MemoryLayout,
+                region_bases: Mapping[str, int] | None = None) -> AddressMap:
+    """DRAM and, for the regions in ``region_bases``, CXL: the whole map at once."""
+    return dram_map(topo, layout).merged(region_map(topo, layout, region_bases or {}))
