@@ -1,0 +1,373 @@
+"""One self-contained HTML page for a results directory: ``RESULTS_DIR/report.html``.
+
+Self-contained means it loads nothing: the style is inline and the plots are
+inline SVG, so the page can be mailed or archived on its own. The only links
+lead to each run's logs, relative to the results directory, so they keep
+working wherever the directory is copied. Every piece of text from the
+results goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+from cxlrig.report import plots
+from cxlrig.report._util import json_value, showable, write_atomic
+from cxlrig.report.model import Check, Results, Run, Step, Verdict, load_results
+from cxlrig.report.terminal import summary_line
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+
+#: Files a run directory may hold, in the order they are linked.
+RUN_FILES = ("console.log", "qemu.log", "argv.sh", "steps.jsonl", "plugin.json")
+#: Of those, the ones every run directory should have (the others are linked if present).
+EXPECTED_FILES = ("console.log", "qemu.log", "argv.sh")
+
+#: Step output longer than this is cut in the page (the full text is in the logs).
+OUTPUT_CHARS = 4096
+
+CSS = """
+:root { --pass: #1a7f37; --fail: #cf222e; --error: #9a6700; --muted: #57606a;
+        --line: #d0d7de; --head: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1f2328; margin: 0 auto; padding: 1.5em 2em 4em; max-width: 1400px; }
+h1 { font-size: 1.6em; margin: 0 0 .2em; }
+h2 { font-size: 1.3em; margin: 2em 0 .4em; border-bottom: 1px solid var(--line);
+     padding-bottom: .2em; }
+h3 { font-size: 1.1em; margin: 1.6em 0 .4em; }
+h4 { font-size: 1em; margin: 1.2em 0 .3em; }
+.meta, .muted { color: var(--muted); }
+table { border-collapse: collapse; margin: .4em 0 1em; width: 100%; }
+th, td { border: 1px solid var(--line); padding: .35em .6em; text-align: left;
+         vertical-align: top; }
+th { background: var(--head); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+code, pre { font: 12.5px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+pre { background: var(--head); border: 1px solid var(--line); padding: .5em .7em;
+      overflow-x: auto; white-space: pre-wrap; word-break: break-all; margin: .3em 0; }
+.badge { display: inline-block; min-width: 3.6em; text-align: center; padding: .05em .5em;
+         border-radius: 1em; color: white; font-weight: 700; font-size: .85em;
+         text-transform: uppercase; letter-spacing: .03em; }
+.badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
+.badge.error { background: var(--error); }
+.outcome { display: block; margin-top: .2em; }
+.actual { display: block; color: var(--muted); font-size: .9em; }
+tr.failed td { background: #ffebe9; }
+.summary .pass { color: var(--pass); } .summary .fail { color: var(--fail); }
+.summary .error { color: var(--error); }
+.summary { font-size: 1.1em; font-weight: 600; margin: .4em 0 1em; }
+.files a, .files span { margin-right: 1em; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.plots figure { margin: 0; max-width: 100%; }
+svg.plot { display: block; width: 100%; height: auto; }
+details > summary { cursor: pointer; color: var(--muted); }
+.error-text { border-color: var(--error); background: #fff8c5; }
+"""
+
+
+def _e(text: object) -> str:
+    return escape(showable(str(text)), quote=True)
+
+
+def _anchor(*parts: str) -> str:
+    return "run-" + "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+def _badge(verdict: Verdict) -> str:
+    return f'<span class="badge {verdict.value}">{verdict.value}</span>'
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} s"
+
+
+def _cut(text: str, limit: int = OUTPUT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more)"
+
+
+def _actuals(run: Run, limit: int = 3) -> str:
+    """The checks' actual values, failed first: what the cell means by "actual"."""
+    # A check with neither field nor actual value (an older runner's) has nothing to show.
+    shown = [c for c in run.checks if c.field is not None or c.actual is not None]
+    checks = sorted(shown, key=lambda c: c.ok)[:limit]
+    items = []
+    for c in checks:
+        name = c.field or c.step or "value"
+        items.append(f"{_e(name)} = {_e(json_value(c.actual, 60))}")
+    more = len(shown) - len(checks)
+    if more > 0:
+        items.append(f"+{more} more")
+    return "; ".join(items)
+
+
+# -- the verdict table ---------------------------------------------------------------
+
+
+def _predicted(runs: Sequence[Run]) -> str:
+    texts = dict.fromkeys(r.predicted for r in runs if r.predicted)
+    if len(texts) <= 1:
+        return _e(next(iter(texts), ""))
+    return "<br>".join(f"<b>{_e(r.variant)}</b>: {_e(r.predicted)}" for r in runs if r.predicted)
+
+
+def _verdict_cell(run: Run | None) -> str:
+    if run is None:
+        return '<td class="muted">not run</td>'
+    actual = _actuals(run)
+    return (f'<td><a href="#{_anchor(run.scenario, run.variant)}">{_badge(run.verdict)}</a>'
+            f'<span class="outcome">{_e(run.outcome)}</span>'
+            + (f'<span class="actual">{actual}</span>' if actual else "") + "</td>")
+
+
+def _verdict_table(results: Results) -> str:
+    head = "".join(f"<th>{_e(v)}</th>" for v in results.variants)
+    rows = []
+    for scenario in results.scenarios:
+        runs = results.runs_of(scenario)
+        title = next((r.title for r in runs if r.title), "")
+        point = next((r.point for r in runs if r.point), "")
+        reviewers = next((r.reviewers for r in runs if r.reviewers), ())
+        cells = "".join(_verdict_cell(results.run(scenario, v)) for v in results.variants)
+        rows.append(
+            f'<tr><td><a href="#{_anchor(scenario)}"><b>{_e(scenario)}</b></a>'
+            + (f'<br><span class="muted">{_e(title)}</span>' if title else "")
+            + f"</td><td>{_e(point)}"
+            + (f'<br><span class="muted">{_e(", ".join(reviewers))}</span>' if reviewers else "")
+            + f"</td><td>{_predicted(runs)}</td>{cells}</tr>")
+    return ("<table class=\"verdicts\"><thead><tr><th>scenario</th><th>reviewer point</th>"
+            f"<th>predicted</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _summary(results: Results) -> str:
+    text = _e(summary_line(results))
+    for v in Verdict:
+        text = re.sub(rf"\b(\d+ {v.value})\b", rf'<span class="{v.value}">\1</span>', text)
+    return f'<p class="summary">{text}</p>'
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+def _files(results: Results, run: Run) -> str:
+    if run.run_dir is None:
+        return '<p class="files muted">no run directory recorded</p>'
+    base = results.directory / run.run_dir
+    links = [f'<a href="{_e(quote(run.run_dir))}/">{_e(run.run_dir)}/</a>']
+    for name in RUN_FILES:
+        href = quote(f"{run.run_dir}/{name}")
+        if (base / name).is_file():
+            links.append(f'<a href="{_e(href)}">{_e(name)}</a>')
+        elif name in EXPECTED_FILES:
+            links.append(f'<span class="muted">{_e(name)} (missing)</span>')
+    return f'<p class="files">{"".join(links)}</p>'
+
+
+def _output(step: Step) -> str:
+    parts = []
+    for name, text in (("stdout", step.stdout), ("stderr", step.stderr)):
+        if text.strip():
+            lines = text.count("\n") + (not text.endswith("\n"))
+            parts.append(f"<details><summary>{name} ({lines} line{'s' * (lines != 1)})"
+                         f"</summary><pre>{_e(_cut(text))}</pre></details>")
+    return "".join(parts)
+
+
+def _steps(run: Run) -> str:
+    if not run.steps:
+        return '<p class="muted">no steps recorded</p>'
+    failed_steps = {c.step for c in run.failed_checks}
+    rows = []
+    for i, s in enumerate(run.steps, 1):
+        cls = ' class="failed"' if s.id and s.id in failed_steps else ""
+        status = "" if s.status is None else str(s.status)
+        step_id = f"<code>{_e(s.id)}</code>" if s.id else '<span class="muted">—</span>'
+        rows.append(
+            f"<tr{cls}><td class=\"num\">{i}</td><td>{step_id}</td>"
+            f"<td>{_e(s.kind)}</td><td>{_e(s.user or '')}</td>"
+            f"<td><code>{_e(s.command)}</code>{_output(s)}</td>"
+            f'<td class="num">{_e(status)}</td><td class="num">{_seconds(s.seconds)}</td></tr>')
+    return ("<table><thead><tr><th>#</th><th>step</th><th>kind</th><th>user</th>"
+            "<th>command</th><th>status</th><th>time</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _check_rows(checks: Iterable[Check]) -> str:
+    rows = []
+    for c in checks:
+        where = ".".join(p for p in (c.step, c.field) if p)
+        cls = "" if c.ok else ' class="failed"'
+        rows.append(f"<tr{cls}><td><code>{_e(where)}</code></td><td>{_e(c.op or '')}</td>"
+                    f"<td><code>{_e(json_value(c.expected))}</code></td>"
+                    f"<td><code>{_e(json_value(c.actual))}</code></td>"
+                    f"<td>{_e(c.message)}</td></tr>")
+    return ("<table><thead><tr><th>check</th><th>op</th><th>expected</th><th>actual</th>"
+            f"<th>message</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _checks(run: Run) -> str:
+    failed = run.failed_checks
+    passed = [c for c in run.checks if c.ok]
+    out = []
+    if failed:
+        out.append(f"<h4>Failed checks ({len(failed)})</h4>{_check_rows(failed)}")
+    if passed:
+        out.append(f"<details><summary>{len(passed)} check{'s' * (len(passed) != 1)} "
+                   f"passed</summary>{_check_rows(passed)}</details>")
+    if not run.checks:
+        out.append('<p class="muted">no checks recorded</p>')
+    return "".join(out)
+
+
+def phases_after_promotion(run: Run) -> set[str | None]:
+    """Names of the plugin phases that ended after the run's first ``promote`` step.
+
+    A phase is named after the mark that closed it, so the phase a ``mark``
+    step closes ended after the promotion when that step comes after the
+    ``promote`` step. The phase still open at the end (name None) ended after
+    it too. Phases whose mark cannot be found among the steps are judged by
+    their name ("after..."). Empty when the run promoted nothing.
+    """
+    promote = next((i for i, s in enumerate(run.steps) if s.kind == "promote"), None)
+    if promote is None or run.plugin is None:
+        return set()
+    marked: dict[str, int] = {}
+    for i, s in enumerate(run.steps):
+        if s.kind == "mark":
+            name = s.data.get("name") if isinstance(s.data, dict) else None
+            marked[name if isinstance(name, str) else s.id] = i
+    after: set[str | None] = set()
+    for phase in run.plugin.phases:
+        if phase.name is None:
+            after.add(None)
+        elif phase.name in marked:
+            if marked[phase.name] > promote:
+                after.add(phase.name)
+        elif phase.name.lower().startswith("after"):
+            after.add(phase.name)
+    return after
+
+
+def _figure(svg: str, caption: str) -> str:
+    # At its natural size every plot has the same font size; narrower screens shrink it.
+    width = plots.natural_width_px(svg)
+    style = f' style="width: {width:.0f}px"' if width else ""
+    return (f"<figure{style}>{svg}<figcaption class=\"muted\">{_e(caption)}</figcaption>"
+            "</figure>")
+
+
+def run_plots(run: Run) -> list[str]:
+    """The plugin's plots for one run (none without plugin data)."""
+    out: list[str] = []
+    plugin = run.plugin
+    if plugin is None:
+        return out
+    label = f"{run.scenario} on {run.variant}"
+    if plugin.series:
+        out.append(_figure(plots.accesses_over_time(plugin.series, plugin.marks,
+                                                    f"Accesses per node: {label}"),
+                           "Accesses to each NUMA node per sampling interval, from the "
+                           "plugin; dashed lines are the scenario's phase marks."))
+    shared = [p for p in plugin.phases if p.dram_share is not None]
+    if shared:
+        out.append(_figure(plots.dram_share(shared, phases_after_promotion(run),
+                                            f"DRAM share per phase: {label}"),
+                           "Share of node accesses served by DRAM in each phase."))
+    return out
+
+
+def _run_section(results: Results, run: Run) -> str:
+    parts = [f'<section id="{_anchor(run.scenario, run.variant)}">',
+             f"<h3>{_badge(run.verdict)} {_e(run.scenario)} on {_e(run.variant)}</h3>",
+             '<p class="meta">',
+             f"topology <b>{_e(run.topology or '?')}</b>",
+             f" · {_seconds(run.seconds)}" if run.seconds is not None else "",
+             f" · predicted: {_e(run.predicted)}" if run.predicted else "",
+             "</p>", _files(results, run)]
+    if run.error:
+        parts.append(f"<h4>Could not complete</h4><pre class=\"error-text\">"
+                     f"{_e(run.error)}</pre>")
+    parts.append(_checks(run))
+    parts.append(f"<h4>Steps</h4>{_steps(run)}")
+    figures = run_plots(run)
+    if figures:
+        parts.append(f"<h4>Plugin</h4><div class=\"plots\">{''.join(figures)}</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _scenario_section(results: Results, scenario: str) -> str:
+    runs = results.runs_of(scenario)
+    title = next((r.title for r in runs if r.title), "")
+    point = next((r.point for r in runs if r.point), "")
+    reviewers = next((r.reviewers for r in runs if r.reviewers), ())
+    head = (f'<section id="{_anchor(scenario)}"><h2>{_e(scenario)}'
+            + (f": {_e(title)}" if title else "") + "</h2>")
+    if point:
+        who = f" ({_e(', '.join(reviewers))})" if reviewers else ""
+        head += f"<p>Reviewer point: <i>{_e(point)}</i>{who}</p>"
+    ordered = sorted(runs, key=lambda r: r.variant)
+    return head + "".join(_run_section(results, r) for r in ordered) + "</section>"
+
+
+# -- measurements across runs ------------------------------------------------------------
+
+
+def measurement_plots(results: Results) -> list[str]:
+    """One plot per measurement series, one line per run that measured it."""
+    by_series: dict[str, list[Run]] = {}
+    for run in results.runs:
+        for name in dict.fromkeys(m.series for m in run.measurements):
+            by_series.setdefault(name, []).append(run)
+    out = []
+    for name, runs in by_series.items():
+        several = len({r.scenario for r in runs}) > 1
+        lines = [plots.Line(label=f"{r.scenario} {r.variant}" if several else r.variant,
+                            points=[m for m in r.measurements if m.series == name])
+                 for r in runs]
+        out.append(_figure(plots.measurements(name, lines),
+                           "Points are the mean over repetitions; bars span min to max."))
+    return out
+
+
+# -- the page -------------------------------------------------------------------------------
+
+
+def page(results: Results) -> str:
+    """The whole report as one HTML string."""
+    meta = [f"results <code>{_e(results.directory.resolve().name)}</code>"]
+    if results.started:
+        meta.append(f"started {_e(results.started)}")
+    if results.finished:
+        meta.append(f"finished {_e(results.finished)}")
+    if results.cxlrig:
+        meta.append(f"cxlrig {_e(results.cxlrig)}")
+    body = ["<h1>cxlrig report</h1>", f'<p class="meta">{" · ".join(meta)}</p>',
+            _summary(results), "<h2>Verdicts</h2>"]
+    body.append(_verdict_table(results) if results.runs
+                else '<p class="muted">no runs recorded</p>')
+    figures = measurement_plots(results)
+    if figures:
+        body.append(f"<h2>Measurements</h2><div class=\"plots\">{''.join(figures)}</div>")
+    body.extend(_scenario_section(results, s) for s in results.scenarios)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>cxlrig report: {_e(summary_line(results))}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def render(results_dir: str | Path) -> Path:
+    """Read ``results_dir/results.json`` and write ``results_dir/report.html`` atomically."""
+    directory = Path(results_dir)
+    results = load_results(directory)
+    path = directory / REPORT_FILE
+    write_atomic(path, page(results).encode("utf-8"))
+    log.info("wrote %s", path)
+    return path

@@ -1,0 +1,117 @@
+"""JUnit XML for CI: one test suite per scenario, one test case per scenario and variant.
+
+A run whose checks failed is a ``<failure>``; a run that could not complete
+(the guest never came up, a step timed out) is an ``<error>``, matching the
+exit codes 1 and 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from cxlrig.report._util import json_value, showable, write_atomic
+from cxlrig.report.model import Results, Run, Verdict
+
+log = logging.getLogger(__name__)
+
+#: Each ``<system-out>`` keeps the tail of a step's output: CI pages choke on megabytes.
+OUTPUT_CHARS = 2000
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value or 0.0:.3f}"
+
+
+def _failure_text(run: Run) -> str:
+    lines = []
+    for c in run.failed_checks:
+        lines.append(c.message)
+        if c.field is not None or c.expected is not None or c.actual is not None:
+            where = ".".join(p for p in (c.step, c.field) if p)
+            lines.append(f"    {where} {c.op or ''}".rstrip())
+            lines.append(f"    expected: {json_value(c.expected)}")
+            lines.append(f"    actual:   {json_value(c.actual)}")
+    return "\n".join(lines)
+
+
+def _steps_text(run: Run) -> str:
+    lines = []
+    for i, s in enumerate(run.steps, 1):
+        status = "-" if s.status is None else str(s.status)
+        took = "" if s.seconds is None else f" {s.seconds:.2f} s"
+        user = f" as {s.user}" if s.user else ""
+        lines.append(f"[{s.id or i}] {s.kind}{user}: {s.command} -> {status}{took}")
+        for name, out in (("stdout", s.stdout), ("stderr", s.stderr)):
+            if out.strip():
+                tail = out if len(out) <= OUTPUT_CHARS else "..." + out[-OUTPUT_CHARS:]
+                lines.append(f"  {name}:")
+                lines.extend("    " + line for line in tail.rstrip("\n").splitlines())
+    return "\n".join(lines)
+
+
+def _testcase(run: Run) -> ET.Element:
+    case = ET.Element("testcase", {
+        "classname": run.scenario,
+        "name": f"{run.scenario}[{run.variant}]",
+        "time": _seconds(run.seconds),
+    })
+    props = ET.SubElement(case, "properties")
+    for name, value in (("variant", run.variant), ("topology", run.topology),
+                        ("predicted", run.predicted), ("point", run.point),
+                        ("reviewers", ", ".join(run.reviewers)), ("run_dir", run.run_dir or "")):
+        if value:
+            ET.SubElement(props, "property", {"name": name, "value": showable(value)})
+    if run.verdict is Verdict.FAIL:
+        failed = run.failed_checks
+        el = ET.SubElement(case, "failure", {
+            "message": showable(run.outcome),
+            "type": "CheckFailed",
+        })
+        el.text = showable(_failure_text(run)) if failed else None
+    elif run.verdict is Verdict.ERROR:
+        el = ET.SubElement(case, "error", {
+            "message": showable(run.outcome),
+            "type": "RunError",
+        })
+        el.text = showable(run.error or "")
+    steps = _steps_text(run)
+    if steps:
+        ET.SubElement(case, "system-out").text = showable(steps)
+    return case
+
+
+def to_element(results: Results) -> ET.Element:
+    """The whole report as a ``<testsuites>`` element."""
+    root = ET.Element("testsuites", {"name": "cxlrig"})
+    for scenario in results.scenarios:
+        runs = results.runs_of(scenario)
+        suite = ET.SubElement(root, "testsuite", {
+            "name": scenario,
+            "tests": str(len(runs)),
+            "failures": str(sum(r.verdict is Verdict.FAIL for r in runs)),
+            "errors": str(sum(r.verdict is Verdict.ERROR for r in runs)),
+            "skipped": "0",
+            "time": _seconds(sum(r.seconds or 0.0 for r in runs)),
+        })
+        if results.started:
+            suite.set("timestamp", results.started)
+        for run in runs:
+            suite.append(_testcase(run))
+    root.set("tests", str(len(results.runs)))
+    root.set("failures", str(results.count(Verdict.FAIL)))
+    root.set("errors", str(results.count(Verdict.ERROR)))
+    root.set("time", _seconds(sum(r.seconds or 0.0 for r in results.runs)))
+    return root
+
+
+def write(results: Results, path: str | Path) -> Path:
+    """Write JUnit XML to ``path`` atomically and return the path."""
+    path = Path(path)
+    root = to_element(results)
+    ET.indent(root)
+    data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    write_atomic(path, data)
+    log.info("wrote %s (%d test cases)", path, len(results.runs))
+    return path
