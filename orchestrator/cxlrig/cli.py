@@ -211,6 +211,78 @@ def cmd_boot(args: argparse.Namespace) -> int:
         return res.status
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from cxlrig.build.initramfs import build_initramfs
+    from cxlrig.guest.boot import GuestImage
+    from cxlrig.results import ResultsWriter
+    from cxlrig.scenario.model import ScenarioError, load_scenario
+    from cxlrig.scenario.runner import run_scenario
+
+    specs = []
+    bad = False
+    for f in args.scenarios:
+        try:
+            specs.append(load_scenario(f)[0])
+        except ScenarioError as exc:
+            bad = True
+            for p in exc.problems:
+                out.print(str(p), markup=False)
+    if bad:
+        return 1
+    results_dir = Path(args.results) if args.results else \
+        runs_dir() / time.strftime("%Y%m%d-%H%M%S-results")
+    writer = ResultsWriter(results_dir)
+    initrd = build_initramfs()
+    images: dict[str, GuestImage] = {}
+    hooks = _plugin_hooks()
+    verdicts: list[str] = []
+    for spec in specs:
+        variants = [v for v in spec.variants if not args.variant or v in args.variant]
+        for variant in variants:
+            if variant not in images:
+                image = guest_image(variant, args.kernel)
+                assert isinstance(image, GuestImage)
+                images[variant] = GuestImage(image.kernel, initrd)
+            with err.status(f"{spec.name} on {variant}..."):
+                res = run_scenario(spec, variant, images[variant], results_dir,
+                                   topology=args.topology, hooks_factory=hooks)
+            writer.add(res.to_json())
+            verdicts.append(res.verdict)
+            colour = {"pass": "green", "fail": "red"}.get(res.verdict, "yellow")
+            out.print(f"[{colour}]{res.verdict.upper():5s}[/] {spec.name} on {variant} "
+                      f"({res.seconds:.1f} s)")
+            for c in res.checks:
+                if not c.ok:
+                    out.print(f"      {c.message}", markup=False)
+            if res.error:
+                out.print(f"      could not complete: {res.error.splitlines()[0]}",
+                          markup=False)
+    writer.write()
+    _report(results_dir)
+    if "error" in verdicts:
+        return 2
+    return 1 if "fail" in verdicts else 0
+
+
+def _plugin_hooks() -> Callable[..., object]:
+    from cxlrig.scenario.plugin import PluginSession
+
+    return PluginSession.for_scenario
+
+
+def _report(results_dir: Path) -> None:
+    import cxlrig.report.html as html
+    import cxlrig.report.junit as junit
+    import cxlrig.report.terminal as terminal
+    from cxlrig.report import load_results
+
+    results = load_results(results_dir)
+    out.print(terminal.verdict_table(results))
+    junit.write(results, results_dir / "junit.xml")
+    page = html.render(results_dir)
+    out.print(f"report: {page}", markup=False)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from cxlrig.machine.accel import kvm_device_usable
     from cxlrig.qemu.probe import probe
@@ -322,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exec", metavar="CMD", help="run CMD in the guest; its status is ours")
     sp.add_argument("--user", action="store_true", help="run CMD as the unprivileged user")
     sp.add_argument("--append", default="", help="extra kernel command line")
+
+    sp = add("run", cmd_run, "run scenarios on kernel variants; results, JUnit and HTML report")
+    sp.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    sp.add_argument("--variant", action="append", choices=("v1", "v2", "debug"),
+                    help="only these variants (repeatable; default: each scenario's own)")
+    sp.add_argument("--topology", help="run on this topology instead of the scenario's")
+    sp.add_argument("--kernel", help="boot this bzImage for every variant")
+    sp.add_argument("--results", help="results directory (default: a new one under runs/)")
 
     sp = add("doctor", cmd_doctor, "report each prerequisite")
     sp.add_argument("-q", "--quiet", action="store_true",

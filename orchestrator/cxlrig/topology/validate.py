@@ -56,11 +56,13 @@ def loads(text: str, name: str = "<string>") -> m.Topology:
     try:
         spec = s.TopologySpec.model_validate(doc.data)
     except ValidationError as exc:
-        raise TopologyError(_shape_problems(doc, exc)) from None
+        raise TopologyError(shape_problems(doc, exc, s.TopologySpec)) from None
     return _Checker(doc, spec).run()
 
 
-def _shape_problems(doc: Located, exc: ValidationError) -> list[Problem]:
+def shape_problems(doc: Located, exc: ValidationError,
+                   root: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors as located problems, in the house wording."""
     problems = []
     seen = set()
     for err in exc.errors():
@@ -69,7 +71,7 @@ def _shape_problems(doc: Located, exc: ValidationError) -> list[Problem]:
         loc = tuple(p for p in loc if p not in ("function-after[...]",))
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent = _model_at(loc[:-1])
+            parent = _model_at(root, loc[:-1])
             allowed = ", ".join(parent.model_fields) if parent else ""
             msg = f"unknown key (allowed here: {allowed})" if allowed else "unknown key"
         elif kind == "missing":
@@ -111,9 +113,9 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _model_at(loc: Path) -> type[BaseModel] | None:
+def _model_at(root: type[BaseModel], loc: Path) -> type[BaseModel] | None:
     """The schema model that sits at ``loc`` (for listing allowed keys)."""
-    model: Any = s.TopologySpec
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue

@@ -1,0 +1,196 @@
+"""Scenario files: what a reviewer asked, as steps and per-variant expectations.
+
+A scenario names its topology and kernel variants, a list of steps (guest
+commands as root or as the unprivileged user, plugin phase marks, QMP
+commands, a promotion policy), and what each variant must show. Loaded with
+the same located errors as topologies: ``FILE:LINE:COL: key.path: message``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cxlrig.errors import CheckFailed
+from cxlrig.topology.validate import shape_problems
+from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, load_located
+
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
+VARIANTS = ("v1", "v2", "debug")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromoteSpec(_Strict):
+    """Move the hottest pages of a node, as the plugin ranked them in a phase."""
+
+    phase: str  # the plugin phase whose per-page counts rank the pages
+    source_node: int | str = "${cxl_node}"
+    target_node: int | str = 0
+    top: Annotated[int, Field(ge=1, le=4096)] = 16
+    via: Literal["phys", "virt"] = "phys"
+    #: Step whose JSON lists the workload's pages (pid, va, pa), for via: virt.
+    pages_from: str | None = None
+
+
+class MeasureSpec(_Strict):
+    """Turn a step's JSON into one point of a named series for the report."""
+
+    series: str
+    x_name: str
+    x: float | str
+    y: str = "timing.median_ns"  # a field of the step's data
+    per: str | None = "first_call.n"  # divide y (and min/max) by this field
+    y_name: str = "ns per page"
+    min: str | None = "timing.min_ns"
+    max: str | None = "timing.max_ns"
+
+
+class StepSpec(_Strict):
+    id: Ident | None = None
+    run: str | None = None
+    mark: str | None = None
+    qmp: dict[str, Any] | None = None
+    promote: PromoteSpec | None = None
+    user: Literal["root", "user"] = "root"
+    #: Parse the last line of stdout that is a JSON object into the step's data.
+    json_: bool = Field(default=False, alias="json")
+    #: A non-zero status means the scenario could not run (exit 2), not a verdict.
+    check: bool = False
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    measure: MeasureSpec | None = None
+    #: With mark: also the DRAM share of the accesses to the pages this
+    #: earlier step's JSON lists (a workload's own pages).
+    workload: str | None = None
+    #: Repeat the step for each value, with ${VAR} substituted.
+    foreach: dict[str, list[int | str]] | None = None
+    variants: list[Literal["v1", "v2", "debug"]] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> StepSpec:
+        given = [k for k in ("run", "mark", "qmp", "promote") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a step needs exactly one of run, mark, qmp, promote"
+                             + (f" (has {', '.join(given)})" if given else ""))
+        if self.foreach is not None and len(self.foreach) != 1:
+            raise ValueError("foreach takes one variable: {NAME: [values...]}")
+        return self
+
+
+class ExpectSpec(_Strict):
+    step: str
+    #: "status", "stdout", "stderr", or a path into the step's data
+    #: (``first_call.status[0]``); for promote steps, plugin figures.
+    field: str = "status"
+    equals: Any = None
+    not_equals: Any = None
+    one_of: list[Any] | None = None
+    contains: str | None = None
+    greater: float | str | None = None
+    less: float | str | None = None
+    why: str = ""
+
+    @model_validator(mode="after")
+    def _one_op(self) -> ExpectSpec:
+        ops = [k for k in ("equals", "not_equals", "one_of", "contains", "greater", "less")
+               if k in self.model_fields_set]
+        if len(ops) != 1:
+            raise ValueError("an expectation needs exactly one of equals, not_equals, one_of, "
+                             "contains, greater, less")
+        return self
+
+    @property
+    def op(self) -> str:
+        return next(k for k in ("equals", "not_equals", "one_of", "contains", "greater", "less")
+                    if k in self.model_fields_set)
+
+    @property
+    def expected(self) -> Any:
+        return getattr(self, self.op)
+
+
+class PluginSpec(_Strict):
+    sample: Annotated[int, Field(ge=1)] = 1
+    interval: Annotated[int, Field(ge=0)] = 0
+    interval_unit: Literal["insn", "ns"] = "ns"
+
+
+class ScenarioSpec(_Strict):
+    name: Ident
+    title: str
+    point: str
+    reviewers: list[str] = []
+    topology: str = "default"
+    variants: Annotated[list[Literal["v1", "v2", "debug"]], Field(min_length=1)] = ["v1", "v2"]
+    plugin: PluginSpec | None = None
+    append: str = ""
+    predicted: dict[str, str] = {}
+    steps: Annotated[list[StepSpec], Field(min_length=1)]
+    expect: dict[str, list[ExpectSpec]] = {}
+
+    @model_validator(mode="after")
+    def _keys(self) -> ScenarioSpec:
+        for key in self.expect:
+            if key not in (*VARIANTS, "all"):
+                raise ValueError(f"expect: '{key}' is not a variant (v1, v2, debug) or 'all'")
+        return self
+
+
+class ScenarioError(CheckFailed):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_scenario(path: str | FsPath) -> tuple[ScenarioSpec, Located]:
+    """Read and validate a scenario file, or raise ScenarioError."""
+    name = str(path)
+    try:
+        text = FsPath(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError([Problem(name, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        doc = load_located(text, name)
+    except YamlLoadError as exc:
+        raise ScenarioError(exc.problems) from None
+    if not isinstance(doc.data, dict):
+        raise ScenarioError([doc.problem((), "a scenario must be a mapping")])
+    try:
+        spec = ScenarioSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ScenarioError(shape_problems(doc, exc, ScenarioSpec)) from None
+    problems = _check_refs(doc, spec)
+    if problems:
+        raise ScenarioError(problems)
+    return spec, doc
+
+
+def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
+    problems = []
+    ids: dict[str, int] = {}
+    for i, st in enumerate(spec.steps):
+        if st.id is not None:
+            if st.id in ids:
+                problems.append(doc.problem(("steps", i, "id"), f"duplicate step id '{st.id}'"))
+            ids[st.id] = i
+        if st.workload is not None and st.workload not in ids:
+            problems.append(doc.problem(("steps", i, "workload"),
+                                        f"no earlier step '{st.workload}'"))
+        if st.promote is not None and st.promote.via == "virt" and st.promote.pages_from is None:
+            problems.append(doc.problem(("steps", i, "promote"),
+                                        "via: virt needs pages_from: a step listing the pages"))
+    for key, checks in spec.expect.items():
+        for j, ex in enumerate(checks):
+            if ex.step not in ids:
+                known = ", ".join(ids) or "no step has an id"
+                problems.append(doc.problem(("expect", key, j, "step"),
+                                            f"no step '{ex.step}' (known: {known})"))
+    for key in spec.expect:
+        if key != "all" and key not in spec.variants:
+            problems.append(doc.problem(("expect", key), f"'{key}' is not among this "
+                                        f"scenario's variants ({', '.join(spec.variants)})"))
+    return problems

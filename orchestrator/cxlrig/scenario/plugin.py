@@ -1,0 +1,195 @@
+"""The plugin inside a scenario: phase marks, the promotion policy, the summary.
+
+QEMU starts with the plugin knowing only DRAM (read from a paused twin of
+the machine's memory tree); once the guest has created its regions, their
+ranges and interleave go to the running plugin over its control socket.
+A ``mark`` step closes a phase under a name; a ``promote`` step ranks the
+pages of a node by the accesses the plugin counted in a named phase and
+moves the hottest to another node, by physical address (move_phys_pages)
+or by virtual address (move_pages), as a user-space tiering policy would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cxlrig.guest.boot import Guest
+from cxlrig.machine.runner import Machine, RunDir
+from cxlrig.plugin import (
+    Control,
+    build_plugin,
+    dram_map,
+    load_results,
+    map_args,
+    parse_mtree,
+    plugin_args,
+    region_map,
+)
+from cxlrig.plugin.results import Phase, PluginResults
+from cxlrig.qemu.args import Plugin, QemuOptions
+from cxlrig.scenario.model import ScenarioSpec, StepSpec
+from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, StepResult, lookup
+from cxlrig.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+def workload_pages(data: Any) -> dict[str, str]:
+    """PA -> VA of every page a hotcold or mpp report lists."""
+    pages: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "pa" in node and "va" in node and node["pa"]:
+                pages[str(node["pa"]).lower()] = str(node["va"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(data)
+    return pages
+
+
+class PluginSession:
+    """One plugin for one scenario run."""
+
+    def __init__(self, spec: ScenarioSpec, topo: Topology, run_path: Path) -> None:
+        assert spec.plugin is not None
+        self.topo = topo
+        self.out = run_path / "plugin.json"
+        with Machine(topo, QemuOptions(paused=True), RunDir.create(run_path, "mtree")) as m:
+            self.layout = parse_mtree(m.hmp("info mtree -f"))
+        self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-p-"))
+        self.control_path = self._sockdir / "control.sock"
+        cfg = spec.plugin
+        args = plugin_args(dram_map(topo, self.layout), out=self.out, control=self.control_path,
+                           sample=cfg.sample, interval=cfg.interval or None,
+                           interval_unit=cfg.interval_unit)
+        self.plugin = Plugin(build_plugin(), args)
+        self.control: Control | None = None
+
+    @classmethod
+    def for_scenario(cls, spec: ScenarioSpec, topo: Topology,
+                     run_path: Path) -> PluginSession | None:
+        return cls(spec, topo, run_path) if spec.plugin is not None else None
+
+    def attach(self, guest: Guest) -> None:
+        """Tell the running plugin where the guest put its regions."""
+        self.control = Control(self.control_path)
+        self.control.connect()
+        self.control.snapshot("boot")
+        bases = {r.id: r.base for r in guest.regions if r.type == "ram"}
+        if bases:
+            self.control.add(map_args(region_map(self.topo, self.layout, bases)))
+        self.control.reset()
+
+    def hooks(self) -> dict[str, Hook]:
+        return {"mark": self._mark, "promote": self._promote}
+
+    def _results(self) -> PluginResults:
+        return load_results(self.out)
+
+    def _mark(self, st: StepSpec, loop: dict[str, Any], guest: Guest,
+              ctx: Context) -> StepResult:
+        assert self.control is not None and st.mark is not None
+        name = ctx.expand(st.mark)
+        start = time.monotonic()
+        index = self.control.snapshot(name)
+        phase = self._results().phase(name)
+        data: dict[str, Any] = {"phase": name, "index": index, **self._shares(phase)}
+        if st.workload is not None:
+            data.update(self._workload_share(phase, ctx.steps[st.workload].data))
+        return StepResult(st.id, "mark", f"mark {name}", "", 0, time.monotonic() - start,
+                          data=data)
+
+    def _shares(self, phase: Phase) -> dict[str, Any]:
+        dram = [n.node for n in self.topo.nodes]
+        return {"dram_share": phase.dram_share(dram), "accesses": phase.node_accesses,
+                "nodes": {str(k): {"reads": v.reads, "writes": v.writes}
+                          for k, v in phase.nodes.items()}}
+
+    def _workload_share(self, phase: Phase, listing: Any) -> dict[str, Any]:
+        """DRAM's share of the accesses to the pages a workload listed."""
+        wanted = set(workload_pages(listing))
+        dram = {n.node for n in self.topo.nodes}
+        total = on_dram = 0
+        for p in phase.pages:
+            if f"{p.pa:#x}" in wanted:
+                total += p.total
+                on_dram += p.total if p.node in dram else 0
+        return {"workload_accesses": total,
+                "workload_dram_share": on_dram / total if total else None}
+
+    def _promote(self, st: StepSpec, loop: dict[str, Any], guest: Guest,
+                 ctx: Context) -> StepResult:
+        pr = st.promote
+        assert pr is not None
+        source = int(ctx.resolve(pr.source_node))
+        target = int(ctx.resolve(pr.target_node))
+        phase = self._results().phase(ctx.expand(pr.phase))
+        top = phase.top_pages(pr.top, node=source)
+        if not top:
+            raise ScenarioRunError(f"promote: no page of node {source} was touched in phase "
+                                   f"'{pr.phase}'")
+        pas = [f"{p.pa:#x}" for p in top]
+        if pr.via == "phys":
+            command = f"mpp phys --pa {','.join(pas)} --to {target}"
+        else:
+            assert pr.pages_from is not None
+            listing = ctx.steps[pr.pages_from].data
+            va_of = workload_pages(listing)
+            try:
+                pid = lookup(listing, "pid")
+            except KeyError:
+                raise ScenarioRunError(f"promote: step '{pr.pages_from}' has no pid") from None
+            vas = [va_of[pa] for pa in pas if pa in va_of]
+            if not vas:
+                raise ScenarioRunError("promote: none of the hottest pages belongs to the "
+                                       f"workload of step '{pr.pages_from}'")
+            command = f"mpp virt --pid {pid} --va {','.join(vas)} --to {target}"
+        res = guest.session.run(command)
+        report = next((json.loads(ln) for ln in reversed(res.stdout.splitlines())
+                       if ln.startswith("{")), None)
+        if report is None:
+            raise ScenarioRunError(f"promote: {command!r} gave no report: {res.stderr[-300:]}")
+        status = report.get("first_call", {}).get("status", [])
+        data = {"via": pr.via, "ranked": [{"pa": f"{p.pa:#x}", "accesses": p.total}
+                                          for p in top],
+                "requested": len(status), "moved": sum(1 for s in status if s == target),
+                "call": report.get("first_call")}
+        return StepResult(st.id, "promote", command, "root", res.status, res.seconds,
+                          res.stdout, res.stderr, data)
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.control is not None:
+            self.control.close()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
+        try:
+            results = self._results()
+        except Exception as exc:  # a crashed QEMU may leave none: say so, keep going
+            log.warning("plugin results unreadable: %s", exc)
+            return None
+        dram = [n.node for n in self.topo.nodes]
+        phases = []
+        for ph in results.named_phases:
+            phases.append({
+                "name": ph.name,
+                "nodes": {str(k): {"reads": v.reads, "writes": v.writes,
+                                   "modelled_ns": v.modelled_ns} for k, v in ph.nodes.items()},
+                "devices": {k: {"reads": v.reads, "writes": v.writes}
+                            for k, v in ph.devices.items()},
+                "dram_share": ph.dram_share(dram)})
+        # Series points and marks on one clock: the plugin's ns since load.
+        series = [{"t": float(pt.ns), "unit": "ns",
+                   "nodes": {str(k): {"reads": v.reads, "writes": v.writes}
+                             for k, v in pt.nodes.items()}} for pt in results.series]
+        marks = [{"name": ph.name, "t": float(ph.end_ns)} for ph in results.named_phases]
+        return {"phases": phases, "series": series, "marks": marks, "sample": results.sample}
