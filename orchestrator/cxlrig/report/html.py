@@ -333,7 +333,7 @@ def measurement_plots(results: Results) -> list[str]:
                             points=[m for m in r.measurements if m.series == name])
                  for r in runs]
         out.append(_figure(plots.measurements(name, lines),
-                           "Points are the mean over repetitions; bars span min to max."))
+                           "Points are the median over repetitions; bars span min to max."))
     return out
 
 

@@ -177,6 +177,10 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
             if st.id in ids:
                 problems.append(doc.problem(("steps", i, "id"), f"duplicate step id '{st.id}'"))
             ids[st.id] = i
+            # Each repetition of a foreach step is also ID_VALUE.
+            for values in (st.foreach or {}).values():
+                for v in values:
+                    ids[f"{st.id}_{v}"] = i
         if st.workload is not None and st.workload not in ids:
             problems.append(doc.problem(("steps", i, "workload"),
                                         f"no earlier step '{st.workload}'"))

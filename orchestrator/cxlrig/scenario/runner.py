@@ -303,6 +303,9 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
         full = GuestImage(image.kernel, image.initrd, f"{image.append} {spec.append}".strip())
         try:
             with booted(topo, full, RunDir(run_path), accel=accel, plugin=plugin) as guest:
+                for reg in guest.regions:
+                    ctx.vars[f"region_base_{reg.id}"] = f"{reg.base:#x}"
+                    ctx.vars[f"region_name_{reg.id}"] = reg.name
                 if plugin_session:
                     plugin_session.attach(guest)
                 run_steps(spec, variant, guest, ctx, result, hooks, run_path / "steps.jsonl")

@@ -113,7 +113,7 @@ class RegionSpec(_Strict):
     ways: int | None = None
     granularity: Size | None = None
     size: Size | None = None
-    online: Literal["movable", "normal", "devdax"] | None = None
+    online: Literal["movable", "normal", "offline", "devdax"] | None = None
     performance: Performance | None = None
 
 
