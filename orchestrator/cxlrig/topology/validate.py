@@ -72,7 +72,8 @@ def shape_problems(doc: Located, exc: ValidationError,
         kind = err["type"]
         if kind == "extra_forbidden":
             parent = _model_at(root, loc[:-1])
-            allowed = ", ".join(parent.model_fields) if parent else ""
+            allowed = ", ".join(f.alias or name for name, f in parent.model_fields.items()) \
+                if parent else ""
             msg = f"unknown key (allowed here: {allowed})" if allowed else "unknown key"
         elif kind == "missing":
             msg = "required key is missing"

@@ -1,0 +1,79 @@
+"""The plugin's counts against the workload's own, in a real guest.
+
+hotcold touches a hot set bound to the CXL node and a cold set on DRAM and
+counts its own loads and stores exactly; the plugin counts every guest
+access by physical page. Run through the promotion-loop scenario (move_pages
+variant), whose 'before' phase is phase 1 of the workload alone and whose
+'after' phase follows the move of the hot set to DRAM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxlrig.build.initramfs import build_initramfs
+from cxlrig.build.kernel import build_kernel
+from cxlrig.guest.boot import GuestImage
+from cxlrig.plugin import load_results
+from cxlrig.scenario.model import load_scenario
+from cxlrig.scenario.plugin import PluginSession
+from cxlrig.scenario.runner import run_scenario
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.guest
+
+
+def within(got: float, want: float, rel: float = 0.02) -> bool:
+    return abs(got - want) <= rel * want
+
+
+def test_guest_plugin_counts_match_the_workload(tmp_path: Path) -> None:
+    spec, _ = load_scenario(REPO / "scenarios" / "promotion-loop-virt.yaml")
+    image = GuestImage(build_kernel("v2"), build_initramfs())
+    res = run_scenario(spec, "v2", image, tmp_path, hooks_factory=PluginSession.for_scenario)
+    assert res.verdict == "pass", (res.error, [c.message for c in res.checks if not c.ok])
+    steps = {s.id: s for s in res.steps}
+    plugin = load_results(tmp_path / res.run_dir / "plugin.json")
+    before, after = plugin.phase("before"), plugin.phase("after")
+
+    # What the workload says it did in phase 1, per set.
+    final = steps["done"].data["sets"]
+    work = {name: final[name]["phases"][0] for name in ("hot", "cold")}
+    pas = {name: {int(p["pa"], 16) for p in steps["start"].data["sets"][name]["pages"]}
+           for name in ("hot", "cold")}
+    nodes = {"hot": 1, "cold": 0}
+    counted = {p.pa: p for p in before.pages}
+
+    on_chosen = total = 0
+    for name in ("hot", "cold"):
+        pages = [counted[pa] for pa in pas[name] if pa in counted]
+        assert len(pages) == len(pas[name]), f"{name}: a page was never counted"
+        reads, writes = sum(p.reads for p in pages), sum(p.writes for p in pages)
+        # Reads and writes match the workload's own counts within 2%.
+        assert within(reads, work[name]["loads"]), (name, reads, work[name]["loads"])
+        assert within(writes, work[name]["stores"]), (name, writes, work[name]["stores"])
+        on_chosen += sum(p.total for p in pages if p.node == nodes[name])
+        total += sum(p.total for p in pages)
+    # At least 99% of the workload's accesses land on the nodes it chose.
+    assert on_chosen / total >= 0.99
+
+    # Per device: the region interleaves mem0, mem1 every 4 KiB by address.
+    hot_pages = [counted[pa] for pa in pas["hot"]]
+    expect = {"mem0": 0, "mem1": 0}
+    for p in hot_pages:
+        expect["mem0" if (p.pa // 4096) % 2 == 0 else "mem1"] += p.total
+    for dev, want in expect.items():
+        got = before.devices[dev].total
+        assert within(got, want), (dev, got, want)
+
+    # The per-page ranking of the CXL node puts the hot set on top.
+    top = {p.pa for p in before.top_pages(len(pas["hot"]), node=1)}
+    assert top == pas["hot"]
+
+    # After the move, the same workload's accesses are on DRAM.
+    assert before.nodes[1].total >= sum(p.total for p in hot_pages)
+    assert after.nodes.get(1) is None or after.nodes[1].total < 0.01 * before.nodes[1].total
+    assert plugin.bad_index == 0

@@ -1,0 +1,62 @@
+"""Every reviewer scenario on v1 and v2 gives the verdict the thread
+predicts; a wrong expectation fails naming step, expected and actual."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from cxlrig.cli import main
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.guest
+
+SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
+
+
+def test_guest_every_scenario_passes_on_v1_and_v2(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    status = main(["run", *map(str, SCENARIOS), "--results", str(results)])
+    out = capsys.readouterr().out
+    doc = json.loads((results / "results.json").read_text())
+    verdicts = {(r["scenario"], r["variant"]): r["verdict"] for r in doc["runs"]}
+    failing = {k: v for k, v in verdicts.items() if v != "pass"}
+    assert status == 0 and not failing, f"{failing}\n{out}"
+    assert len(SCENARIOS) >= 12
+    assert {v for _, v in verdicts} == {"v1", "v2"}
+    assert len(verdicts) == 2 * len(SCENARIOS)
+    # The reports are there and agree.
+    suites = ET.parse(results / "junit.xml").getroot()
+    assert int(suites.get("tests", 0)) == len(verdicts) or \
+        sum(int(s.get("tests", 0)) for s in suites.iter("testsuite")) == len(verdicts)
+    page = (results / "report.html").read_text()
+    assert "<svg" in page and "promotion-loop-phys" in page
+    # The promotion loop raised the workload's DRAM share by a wide margin.
+    for run in doc["runs"]:
+        if run["scenario"].startswith("promotion-loop"):
+            marks = {s["id"]: s["data"] for s in run["steps"] if s["kind"] == "mark"}
+            gain = marks["after"]["workload_dram_share"] - marks["before"]["workload_dram_share"]
+            assert gain > 0.5, (run["scenario"], run["variant"], gain)
+
+
+def test_guest_wrong_expectation_fails_with_step_expected_actual(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (REPO / "scenarios" / "unprivileged-caller.yaml").read_text()
+    wrong = text.replace("{step: move, field: first_call.errno, equals: EPERM}",
+                         "{step: move, field: first_call.errno, equals: EACCES}")
+    assert wrong != text
+    path = tmp_path / "wrong.yaml"
+    path.write_text(wrong)
+    results = tmp_path / "results"
+    status = main(["run", str(path), "--variant", "v2", "--results", str(results)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAIL  unprivileged-caller on v2" in out
+    assert "move: first_call.errno is 'EPERM', expected == 'EACCES'" in out
+    junit = (results / "junit.xml").read_text()
+    assert "first_call.errno is &apos;EPERM&apos;" in junit or "first_call.errno is 'EPERM'" in junit
