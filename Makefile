@@ -11,9 +11,12 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
+# The main job: every reviewer scenario on kernels v1 and v2, verdict table
+# in the terminal, results.json, junit.xml and report.html in runs/.
 demo: setup
-	$(CXLRIG) validate topologies/default.yaml
-	$(CXLRIG) check topologies/default.yaml
+	$(CXLRIG) validate -q topologies/*.yaml
+	$(CXLRIG) check -q topologies/default.yaml
+	$(CXLRIG) run scenarios/*.yaml --variant v1 --variant v2
 
 lint: setup
 	$(VENV)/bin/ruff check orchestrator tests bench
@@ -33,6 +36,8 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/check_large.py
+	$(PY) bench/boot_ready.py
+	$(PY) bench/plugin_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runs

@@ -194,7 +194,18 @@ def cmd_boot(args: argparse.Namespace) -> int:
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
               markup=False)
-    with booted(topo, image, run, accel=choice.accel) as guest:
+    session = None
+    if args.plugin:
+        from cxlrig.scenario.model import PluginSpec
+        from cxlrig.scenario.plugin import PluginSession
+
+        if choice.accel != "tcg":
+            raise CxlrigError("--plugin needs TCG (--accel tcg)")
+        session = PluginSession(PluginSpec(), topo, run.path)
+    plugin = session.plugin if session else None
+    with booted(topo, image, run, accel=choice.accel, plugin=plugin) as guest:
+        if session:
+            session.attach(guest)
         for r in guest.regions:
             err.print(f"  {r.id}: {r.name} {r.size >> 20} MiB, {r.ways}-way at "
                       f"{r.granularity}, node {r.node}", markup=False)
@@ -203,12 +214,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
         if args.exec is None:
             err.print("guest shell: Ctrl-] or 'poweroff -f' leaves", markup=False)
             guest.session.interact()
-            return 0
         res = guest.session.run(args.exec, user="user" if args.user else "root")
+        if session:
+            session.control_snapshot("exec")
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)
         sys.stdout.flush()
-        return res.status
+    if session:
+        session.summary()
+        err.print(f"plugin data: {run.path / 'plugin.json'} ('cxlrig report {run.path}')",
+                  markup=False)
+    return res.status if args.exec is not None else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -281,6 +297,43 @@ def _report(results_dir: Path) -> None:
     junit.write(results, results_dir / "junit.xml")
     page = html.render(results_dir)
     out.print(f"report: {page}", markup=False)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render a results directory, or summarise a run's plugin data."""
+    target = Path(args.dir)
+    if (target / "results.json").exists():
+        _report(target)
+        return 0
+    plugin_file = target / "plugin.json" if target.is_dir() else target
+    if not plugin_file.exists():
+        raise CxlrigError(f"{target}: neither results.json nor plugin.json there")
+    from cxlrig.plugin import load_results
+
+    res = load_results(plugin_file)
+    for ph in res.phases:
+        table = Table(title=f"phase {ph.name or '(open)'}: {ph.accesses} accesses"
+                      + (f", sampled 1/{res.sample}" if res.sampled else ""))
+        for col in ("node / device", "reads", "writes", "share", "modelled ms"):
+            table.add_column(col, justify="left" if col == "node / device" else "right")
+        total = ph.node_accesses or 1
+        for node, c in sorted(ph.nodes.items()):
+            modelled = f"{c.modelled_ns / 1e6:.2f}" if c.modelled_ns is not None else "-"
+            table.add_row(f"node {node}", str(c.reads), str(c.writes),
+                          f"{c.total / total:.1%}", modelled)
+        for dev, dc in sorted(ph.devices.items()):
+            table.add_row(f"  {dev}", str(dc.reads), str(dc.writes),
+                          f"{dc.total / total:.1%}", "")
+        table.add_row("unmatched", str(ph.unmatched.total), "", "", "")
+        out.print(table)
+        if ph.pages:
+            top = Table(title=f"top {args.top} pages")
+            for col in ("pa", "node", "reads", "writes"):
+                top.add_column(col, justify="right")
+            for pg in ph.top_pages(args.top):
+                top.add_row(f"{pg.pa:#x}", str(pg.node), str(pg.reads), str(pg.writes))
+            out.print(top)
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -394,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exec", metavar="CMD", help="run CMD in the guest; its status is ours")
     sp.add_argument("--user", action="store_true", help="run CMD as the unprivileged user")
     sp.add_argument("--append", default="", help="extra kernel command line")
+    sp.add_argument("--plugin", action="store_true",
+                    help="count memory accesses with the plugin (TCG); see 'cxlrig report'")
 
     sp = add("run", cmd_run, "run scenarios on kernel variants; results, JUnit and HTML report")
     sp.add_argument("scenarios", nargs="+", metavar="SCENARIO")
@@ -402,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--topology", help="run on this topology instead of the scenario's")
     sp.add_argument("--kernel", help="boot this bzImage for every variant")
     sp.add_argument("--results", help="results directory (default: a new one under runs/)")
+
+    sp = add("report", cmd_report, "re-render a results directory, or show a run's plugin data")
+    sp.add_argument("dir", metavar="DIR", help="a results directory or a run directory")
+    sp.add_argument("--top", type=int, default=10, help="pages to list per phase")
 
     sp = add("doctor", cmd_doctor, "report each prerequisite")
     sp.add_argument("-q", "--quiet", action="store_true",

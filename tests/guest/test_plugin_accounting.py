@@ -77,3 +77,23 @@ def test_guest_plugin_counts_match_the_workload(tmp_path: Path) -> None:
     assert before.nodes[1].total >= sum(p.total for p in hot_pages)
     assert after.nodes.get(1) is None or after.nodes[1].total < 0.01 * before.nodes[1].total
     assert plugin.bad_index == 0
+
+
+def test_guest_boot_with_plugin_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from cxlrig.cli import main
+
+    monkeypatch.setenv("CXLRIG_RUNS", str(tmp_path))
+    status = main(["boot", str(REPO / "topologies" / "default.yaml"), "--accel", "tcg",
+                   "--plugin", "--exec", "hotcold --hot-node 1 --cold-node 0 >/dev/null"])
+    assert status == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.name.find("boot-default") >= 0]
+    plugin = load_results(run / "plugin.json")
+    assert [p.name for p in plugin.named_phases] == ["boot", "exec"]
+    exec_phase = plugin.phase("exec")
+    # hotcold's default hot set: 32 pages x 64 slots x 4 iterations x ratio 8.
+    assert exec_phase.nodes[1].total >= 32 * 64 * 4 * 8
+    capsys.readouterr()
+    assert main(["report", str(run), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "phase exec" in out and "mem0" in out and "top 3 pages" in out

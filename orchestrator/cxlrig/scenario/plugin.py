@@ -33,7 +33,7 @@ from cxlrig.plugin import (
 )
 from cxlrig.plugin.results import Phase, PluginResults
 from cxlrig.qemu.args import Plugin, QemuOptions
-from cxlrig.scenario.model import ScenarioSpec, StepSpec
+from cxlrig.scenario.model import PluginSpec, ScenarioSpec, StepSpec
 from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, StepResult, lookup
 from cxlrig.topology import Topology
 
@@ -61,15 +61,13 @@ def workload_pages(data: Any) -> dict[str, str]:
 class PluginSession:
     """One plugin for one scenario run."""
 
-    def __init__(self, spec: ScenarioSpec, topo: Topology, run_path: Path) -> None:
-        assert spec.plugin is not None
+    def __init__(self, cfg: PluginSpec, topo: Topology, run_path: Path) -> None:
         self.topo = topo
         self.out = run_path / "plugin.json"
         with Machine(topo, QemuOptions(paused=True), RunDir.create(run_path, "mtree")) as m:
             self.layout = parse_mtree(m.hmp("info mtree -f"))
         self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-p-"))
         self.control_path = self._sockdir / "control.sock"
-        cfg = spec.plugin
         args = plugin_args(dram_map(topo, self.layout), out=self.out, control=self.control_path,
                            sample=cfg.sample, interval=cfg.interval or None,
                            interval_unit=cfg.interval_unit)
@@ -79,7 +77,7 @@ class PluginSession:
     @classmethod
     def for_scenario(cls, spec: ScenarioSpec, topo: Topology,
                      run_path: Path) -> PluginSession | None:
-        return cls(spec, topo, run_path) if spec.plugin is not None else None
+        return cls(spec.plugin, topo, run_path) if spec.plugin is not None else None
 
     def attach(self, guest: Guest) -> None:
         """Tell the running plugin where the guest put its regions."""
@@ -90,6 +88,11 @@ class PluginSession:
         if bases:
             self.control.add(map_args(region_map(self.topo, self.layout, bases)))
         self.control.reset()
+
+    def control_snapshot(self, name: str) -> int:
+        """Close the current phase under ``name`` (the file is written when this returns)."""
+        assert self.control is not None, "attach() first"
+        return self.control.snapshot(name)
 
     def hooks(self) -> dict[str, Hook]:
         return {"mark": self._mark, "promote": self._promote}
