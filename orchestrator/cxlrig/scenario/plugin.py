@@ -16,12 +16,16 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cxlrig.errors import CheckFailed
 from cxlrig.guest.boot import Guest
+from cxlrig.guest.cxl import NodeState
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (
+    AddressMap,
     Control,
     build_plugin,
     dram_map,
@@ -38,6 +42,31 @@ from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, StepResult, 
 from cxlrig.topology import Topology
 
 log = logging.getLogger(__name__)
+
+
+class PluginMapError(CheckFailed):
+    """The plugin would count some of the guest's memory under the wrong node."""
+
+
+def check_iomem(amap: AddressMap, iomem: str, nodes: Mapping[int, NodeState]) -> list[str]:
+    """Every 'System RAM' range of the guest's /proc/iomem must lie in one
+    node range of the plugin's map, and every online node must have one."""
+    problems = []
+    for line in iomem.splitlines():
+        span = line.strip().split(" : ")[0]
+        if "-" not in span:
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        first, last = amap.node_of(start), amap.node_of(end)
+        if first is None or first != last:
+            problems.append(f"guest System RAM {start:#x}-{end:#x} is "
+                            + ("not in the plugin's map" if first is None or last is None
+                               else f"split across nodes {first} and {last}"))
+    mapped = set(amap.node_ids)
+    for n, st in nodes.items():
+        if st.mem_total and n not in mapped:
+            problems.append(f"guest node {n} has memory the plugin does not map")
+    return problems
 
 
 def workload_pages(data: Any) -> dict[str, str]:
@@ -80,14 +109,23 @@ class PluginSession:
         return cls(spec.plugin, topo, run_path) if spec.plugin is not None else None
 
     def attach(self, guest: Guest) -> None:
-        """Tell the running plugin where the guest put its regions."""
+        """Tell the running plugin where the guest put its regions, then check
+        the plugin's map against the guest's own view of its memory."""
         self.control = Control(self.control_path)
         self.control.connect()
         self.control.snapshot("boot")
         bases = {r.id: r.base for r in guest.regions if r.type == "ram"}
+        amap = dram_map(self.topo, self.layout)
         if bases:
-            self.control.add(map_args(region_map(self.topo, self.layout, bases)))
+            regions = region_map(self.topo, self.layout, bases)
+            self.control.add(map_args(regions))
+            amap = amap.merged(regions)
         self.control.reset()
+        iomem = guest.session.run("grep 'System RAM' /proc/iomem", check=True).stdout
+        problems = check_iomem(amap, iomem, guest.nodes)
+        if problems:
+            raise PluginMapError("the plugin's address map disagrees with the guest:\n  "
+                                 + "\n  ".join(problems))
 
     def control_snapshot(self, name: str) -> int:
         """Close the current phase under ``name`` (the file is written when this returns)."""
