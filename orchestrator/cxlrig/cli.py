@@ -211,20 +211,23 @@ def cmd_boot(args: argparse.Namespace) -> int:
                       f"{r.granularity}, node {r.node}", markup=False)
         err.print(f"ready in {guest.boot_seconds:.1f} s (+{guest.bring_up_seconds:.1f} s CXL "
                   "bring-up)", markup=False)
+        status = 0
         if args.exec is None:
             err.print("guest shell: Ctrl-] or 'poweroff -f' leaves", markup=False)
             guest.session.interact()
-        res = guest.session.run(args.exec, user="user" if args.user else "root")
-        if session:
-            session.control_snapshot("exec")
-        sys.stdout.write(res.stdout)
-        sys.stderr.write(res.stderr)
-        sys.stdout.flush()
+        else:
+            res = guest.session.run(args.exec, user="user" if args.user else "root")
+            if session:
+                session.control_snapshot("exec")
+            sys.stdout.write(res.stdout)
+            sys.stderr.write(res.stderr)
+            sys.stdout.flush()
+            status = res.status
     if session:
         session.summary()
         err.print(f"plugin data: {run.path / 'plugin.json'} ('cxlrig report {run.path}')",
                   markup=False)
-    return res.status if args.exec is not None else 0
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -238,7 +238,9 @@ class GuestSession:
 
     def poweroff(self, timeout: float = 30.0) -> None:
         """Power the guest off; QEMU (started with -no-reboot) then exits."""
-        self._send("\npoweroff -f\n")
+        # QEMU may be on its way out already (the guest powered itself off).
+        with contextlib.suppress(OSError):
+            self._send("\npoweroff -f\n")
         deadline = time.monotonic() + timeout
         while self.machine.is_running() and time.monotonic() < deadline:
             time.sleep(0.1)
