@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,20 @@ long sys_move_pages(pid_t pid, unsigned long n, void **pages, const int *nodes, 
 long sys_move_phys_pages(unsigned long n, const uint64_t *pas, const int *nodes, int *status,
 			 int flags, int *err)
 {
+#if UINTPTR_MAX == UINT64_MAX
 	long r = syscall(NR_MOVE_PHYS_PAGES, n, pas, nodes, status, flags);
+#else
+	/* The ABI is an array of pointers: a 32-bit caller passes 32 bits per
+	 * address, so a physical address above 4 GiB cannot be named at all;
+	 * only its low half reaches the kernel (the point Arnd Bergmann made). */
+	uint32_t *narrow = xcalloc(n ? n : 1, sizeof(*narrow));
+	for (unsigned long i = 0; i < n; i++)
+		narrow[i] = (uint32_t)pas[i];
+	long r = syscall(NR_MOVE_PHYS_PAGES, n, narrow, nodes, status, flags);
+	int saved = errno;
+	free(narrow);
+	errno = saved;
+#endif
 
 	*err = r < 0 ? errno : 0;
 	return r;
@@ -293,6 +307,7 @@ void json_process(struct json *j)
 	/* In a user namespace this is true while pagemap and capable() still
 	 * say no: both check the initial namespace. */
 	json_bool(j, "cap_sys_admin", has_cap_sys_admin());
+	json_uint(j, "pointer_bits", 8 * sizeof(void *));
 	json_str(j, "kernel", uname(&u) == 0 ? u.release : NULL);
 }
 

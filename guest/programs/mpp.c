@@ -904,8 +904,15 @@ static void call_run(struct call *c, const struct syscall_probe *probe)
 	if (c->phys) {
 		c->ret = sys_move_phys_pages(c->n, c->addrs, c->nodes, c->status, c->flags, &c->err);
 	} else {
-		void **ptrs = (void **)c->addrs; /* same size and layout on x86_64 */
+		/* Pointer-sized entries: on x86_64 the u64 array already is one. */
+		void **ptrs = sizeof(void *) == sizeof(uint64_t) ? (void **)c->addrs
+			: xcalloc(c->n ? c->n : 1, sizeof(*ptrs));
+		if ((void *)ptrs != (void *)c->addrs)
+			for (size_t i = 0; i < c->n; i++)
+				ptrs[i] = (void *)(uintptr_t)c->addrs[i];
 		c->ret = sys_move_pages(c->pid, c->n, ptrs, c->nodes, c->status, c->flags, &c->err);
+		if ((void *)ptrs != (void *)c->addrs)
+			free(ptrs);
 	}
 	c->ns = now_ns() - t0;
 }

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: Where the C sources and their Makefile live.
 SOURCE_DIR = paths.REPO / "guest" / "programs"
 #: What ``make`` leaves in its output directory.
-PROGRAMS = ("mpp", "hotcold")
+PROGRAMS = ("mpp", "hotcold", "mpp32")
 #: A cold build takes a few seconds; this only catches a wedged compiler.
 BUILD_TIMEOUT_S = 300.0
 #: The compiler used, passed to make so the hash and the build agree.
