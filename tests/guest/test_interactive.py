@@ -15,15 +15,21 @@ from ..machine.procs import alive
 pytestmark = pytest.mark.guest
 
 
-def test_guest_interactive_console_and_escape(tmp_path: Path) -> None:
+def console(tmp_path: Path) -> pexpect.spawn:
+    """'cxlrig boot' on a pseudo-terminal, up to the guest shell."""
     child = pexpect.spawn(sys.executable, ["-m", "cxlrig.cli", "boot",
                                            str(REPO / "topologies" / "direct-volatile.yaml"),
                                            "--accel", "tcg"],
                           env={"CXLRIG_RUNS": str(tmp_path), "PATH": "/usr/bin:/bin",
                                "HOME": str(Path.home())},
                           encoding="utf-8", timeout=120)
+    child.expect("Ctrl-\\] or 'poweroff -f' leaves")
+    return child
+
+
+def test_guest_interactive_console_and_escape(tmp_path: Path) -> None:
+    child = console(tmp_path)
     try:
-        child.expect("Ctrl-\\] or 'poweroff -f' leaves")
         child.sendline("echo $((6*7)) from-the-guest")
         child.expect("42 from-the-guest")
         child.sendline("numactl -H | grep -c cpus")
@@ -40,14 +46,8 @@ def test_guest_interactive_console_and_escape(tmp_path: Path) -> None:
 
 
 def test_guest_interactive_poweroff_leaves_cleanly(tmp_path: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "cxlrig.cli", "boot",
-                                           str(REPO / "topologies" / "direct-volatile.yaml"),
-                                           "--accel", "tcg"],
-                          env={"CXLRIG_RUNS": str(tmp_path), "PATH": "/usr/bin:/bin",
-                               "HOME": str(Path.home())},
-                          encoding="utf-8", timeout=120)
+    child = console(tmp_path)
     try:
-        child.expect("Ctrl-\\] or 'poweroff -f' leaves")
         pid = int(next(tmp_path.glob("*/qemu.pid")).read_text())
         child.sendline("poweroff -f")
         child.expect(pexpect.EOF)

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
+from cxlrig.cache import publish
 from cxlrig.errors import CxlrigError
 
 log = logging.getLogger(__name__)
@@ -206,20 +207,7 @@ def build_guest_programs(force: bool = False, *, source_dir: Path | None = None)
             "programs": list(PROGRAMS),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-        if final.exists():
-            # Only reached with force (or after a half-removed build): move
-            # the old one aside first so the rename below stays atomic.
-            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=root))
-            final.rename(trash / key)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            staging.rename(final)
-        except OSError:
-            # Another process finished the same build first; theirs is as
-            # good as ours.
-            if not _is_complete(final):
-                raise
-            log.debug("guest programs were built concurrently; using %s", final)
+        publish(staging, final, _is_complete)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
+from cxlrig.cache import publish
 from cxlrig.errors import CxlrigError
 
 log = logging.getLogger(__name__)
@@ -144,19 +145,7 @@ def build_plugin(force: bool = False, *, source_dir: Path | None = None,
         manifest = {"key": key, "source_dir": str(src), "header_dir": str(hdr),
                     "toolchain": _toolchain_identity()}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-        if final.exists():
-            # Only with force (or a half-removed build): move the old one
-            # aside so the rename below stays atomic.
-            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=root))
-            final.rename(trash / key)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            staging.rename(final)
-        except OSError:
-            # Another process finished the same build first; theirs is as good.
-            if not (final / LIBRARY).is_file():
-                raise
-            log.debug("plugin was built concurrently; using %s", final)
+        publish(staging, final, lambda d: (d / LIBRARY).is_file())
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
