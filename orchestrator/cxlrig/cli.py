@@ -362,6 +362,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         rows.append((f"guest tool {tool}", path is not None, path or "not installed", True))
     kvm_detail = "usable device; `auto` still proves KVM by booting the guest kernel" \
         if kvm_device_usable() else "no usable /dev/kvm: TCG"
+    probes = sorted((cache_dir() / "kvm-probe").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if probes:
+        import json
+
+        last = json.loads(probes[-1].read_text())
+        kvm_detail = ("proven: " if last["ok"] else "refused: ") + str(last["detail"])
     rows.append(("KVM", True, kvm_detail, False))
     rows.append(("cache", True, f"{cache_dir()} ({_du(cache_dir())})", False))
     failed = [r for r in rows if r[3] and not r[1]]
