@@ -96,3 +96,18 @@ def test_guest_kernel_panic_is_detected(boot: Boot) -> None:
 
 def _sh_quote(s: str) -> str:
     return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def test_guest_accel_auto_proves_kvm_before_choosing_it(boot: Boot) -> None:
+    from cxlrig.build.kernel import build_kernel
+    from cxlrig.machine.accel import probe_kvm, resolve_accel
+
+    kernel = build_kernel("v2")
+    assert resolve_accel("auto", None).accel == "tcg"  # nothing to prove KVM with
+    ok, detail = probe_kvm(kernel)
+    assert detail, "the probe says what it saw"
+    choice = resolve_accel("auto", kernel)
+    assert choice.accel == ("kvm" if ok else "tcg") and choice.reason
+    if ok:  # where KVM works, a proven KVM boots our machine too
+        with boot("direct-volatile", accel="kvm") as guest:
+            assert guest.session.run("true").ok
