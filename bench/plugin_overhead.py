@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxlrig import paths
@@ -44,6 +44,7 @@ from cxlrig.plugin import (
     Control,
     build_plugin,
     dram_map,
+    load_results,
     map_args,
     parse_mtree,
     plugin_args,
@@ -95,6 +96,8 @@ class Times:
     boot: list[float]
     dram: list[float]
     cxl: list[float]
+    #: Per workload, per run: each node's share of the phase's accesses.
+    shares: dict[str, list[dict[int, float]]] = field(default_factory=dict)
 
 
 def memory_layout(topo: Topology, root: Path) -> MemoryLayout:
@@ -127,11 +130,13 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
             times.boot.append(session.wait_ready())
             regions, _ = bring_up(session, topo, bases)
             cxl_node = regions[0].node
-            if plugin is not None and config.startswith("cxlrig"):
-                cxl = region_map(topo, layout, {r.id: r.base for r in regions})
-                with Control(ctl) as c:
-                    c.add(map_args(cxl))
-                    c.reset()
+            ours = plugin is not None and config.startswith("cxlrig")
+            control = Control(ctl) if ours else None
+            if control is not None:
+                control.connect()
+                control.add(map_args(region_map(topo, layout,
+                                                {r.id: r.base for r in regions})))
+                control.reset()
             for name, command in WORKLOADS.items():
                 t0 = time.perf_counter()
                 res = session.run(command.format(cxl=cxl_node))
@@ -139,9 +144,20 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
                 if res.status != 0:
                     raise RuntimeError(f"{config}: {command!r} failed: {res.stderr}")
                 getattr(times, name).append(elapsed)
+                if control is not None:
+                    control.snapshot(name)  # one phase per workload, for the shares
+            if control is not None:
+                control.close()
             session.poweroff()
         finally:
             session.close()
+    if config.startswith("cxlrig"):
+        res_file = load_results(run.path / "plugin.json")
+        for name in WORKLOADS:
+            phase = res_file.phase(name)
+            total = phase.node_accesses or 1
+            times.shares.setdefault(name, []).append(
+                {n: c.total / total for n, c in phase.nodes.items()})
 
 
 def main() -> None:
@@ -179,6 +195,15 @@ def main() -> None:
             ratio = f"({v / med(getattr(base, name)):.2f}x)" if base else ""
             cells.append(f"{v:8.2f} {ratio:>9}")
         print(f"  {config:<10} " + " ".join(f"{c:>20}" for c in cells))
+    exact, sampled = results.get("cxlrig"), results.get("cxlrig/16")
+    if exact and sampled and exact.shares and sampled.shares:
+        print("per-node shares of each workload's phase, exact vs sample=16 (first run):")
+        for name in WORKLOADS:
+            e, s16 = exact.shares[name][0], sampled.shares[name][0]
+            worst = max(abs(e.get(n, 0) - s16.get(n, 0)) for n in set(e) | set(s16))
+            cells = ", ".join(f"node {n}: {e.get(n, 0):.2%} vs {s16.get(n, 0):.2%}"
+                              for n in sorted(set(e) | set(s16)))
+            print(f"  {name:<5} {cells}; largest difference {worst * 100:.2f} pp")
 
 
 if __name__ == "__main__":
