@@ -35,10 +35,7 @@ from pathlib import Path
 from cxlrig import paths
 from cxlrig.build.initramfs import build_initramfs
 from cxlrig.build.kernel import build_kernel
-from cxlrig.guest.boot import BASE_APPEND
-from cxlrig.guest.cxl import bring_up
-from cxlrig.guest.session import GuestSession
-from cxlrig.machine.check import read_windows
+from cxlrig.guest.boot import GuestImage, booted
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (
     Control,
@@ -120,37 +117,26 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
         plugin = Plugin(plugins["hotpages"], (("io", "on"),))
     elif config == "empty":
         plugin = Plugin(plugins["empty"])
-    opts = QemuOptions(accel="tcg", single_thread=True, kernel=kernel, initrd=initrd,
-                       append=BASE_APPEND, plugin=plugin)
-    with Machine(topo, opts, run) as machine:
-        bases = {w.id: fw.base for w, fw in zip(topo.windows, read_windows(machine),
-                                                 strict=False) if fw.base is not None}
-        session = GuestSession(machine)
-        try:
-            times.boot.append(session.wait_ready())
-            regions, _ = bring_up(session, topo, bases)
-            cxl_node = regions[0].node
-            ours = plugin is not None and config.startswith("cxlrig")
-            control = Control(ctl) if ours else None
+    with booted(topo, GuestImage(kernel, initrd), run, plugin=plugin) as guest:
+        times.boot.append(guest.boot_seconds)
+        cxl_node = guest.regions[0].node
+        control = Control(ctl) if config.startswith("cxlrig") else None
+        if control is not None:
+            control.connect()
+            control.add(map_args(region_map(topo, layout,
+                                            {r.id: r.base for r in guest.regions})))
+            control.reset()
+        for name, command in WORKLOADS.items():
+            t0 = time.perf_counter()
+            res = guest.session.run(command.format(cxl=cxl_node))
+            elapsed = time.perf_counter() - t0
+            if res.status != 0:
+                raise RuntimeError(f"{config}: {command!r} failed: {res.stderr}")
+            getattr(times, name).append(elapsed)
             if control is not None:
-                control.connect()
-                control.add(map_args(region_map(topo, layout,
-                                                {r.id: r.base for r in regions})))
-                control.reset()
-            for name, command in WORKLOADS.items():
-                t0 = time.perf_counter()
-                res = session.run(command.format(cxl=cxl_node))
-                elapsed = time.perf_counter() - t0
-                if res.status != 0:
-                    raise RuntimeError(f"{config}: {command!r} failed: {res.stderr}")
-                getattr(times, name).append(elapsed)
-                if control is not None:
-                    control.snapshot(name)  # one phase per workload, for the shares
-            if control is not None:
-                control.close()
-            session.poweroff()
-        finally:
-            session.close()
+                control.snapshot(name)  # one phase per workload, for the shares
+        if control is not None:
+            control.close()
     if config.startswith("cxlrig"):
         res_file = load_results(run.path / "plugin.json")
         for name in WORKLOADS:

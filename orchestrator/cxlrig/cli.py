@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +25,9 @@ from rich.tree import Tree
 from cxlrig import __version__
 from cxlrig.errors import CxlrigError
 from cxlrig.paths import cache_dir, runs_dir
+
+if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
+    from cxlrig.guest.boot import GuestImage
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -165,7 +169,7 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def guest_image(variant: str, kernel: str | None, append: str = "") -> object:
+def guest_image(variant: str, kernel: str | None, append: str = "") -> GuestImage:
     """The kernel (built or given) and initramfs for a boot, building what is missing."""
     from cxlrig.build.initramfs import build_initramfs
     from cxlrig.build.kernel import build_kernel
@@ -182,14 +186,13 @@ def guest_image(variant: str, kernel: str | None, append: str = "") -> object:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from cxlrig.guest.boot import GuestImage, booted
+    from cxlrig.guest.boot import booted
     from cxlrig.machine.accel import resolve_accel
     from cxlrig.machine.runner import RunDir
     from cxlrig.topology import load
 
     topo = load(args.file)
     image = guest_image(args.variant, args.kernel, args.append)
-    assert isinstance(image, GuestImage)
     choice = resolve_accel(args.accel or topo.accel, image.kernel)
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
@@ -259,9 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         variants = [v for v in spec.variants if not args.variant or v in args.variant]
         for variant in variants:
             if variant not in images:
-                image = guest_image(variant, args.kernel)
-                assert isinstance(image, GuestImage)
-                images[variant] = GuestImage(image.kernel, initrd)
+                images[variant] = GuestImage(guest_image(variant, args.kernel).kernel, initrd)
             with err.status(f"{spec.name} on {variant}..."):
                 res = run_scenario(spec, variant, images[variant], results_dir,
                                    topology=args.topology, hooks_factory=hooks)

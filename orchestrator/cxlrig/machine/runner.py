@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -271,11 +271,3 @@ class Machine:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(self.shell_socket))
         return sock
-
-
-@contextlib.contextmanager
-def running(topo: Topology, options: QemuOptions, run_dir: RunDir,
-            **kw: Any) -> Iterator[Machine]:
-    machine = Machine(topo, options, run_dir, **kw)
-    with machine:
-        yield machine
