@@ -164,39 +164,22 @@ static struct {
 /* Keeps loaded values alive so no load can be dropped; printed at the end. */
 static uint64_t sink;
 
+/* Filled at each call: the subcommand and --out are known only after parsing. */
+static const struct json_prog *whoami(void)
+{
+	static struct json_prog p;
+
+	p = (struct json_prog){ "hotcold", "mode", cfg.mode, cfg.out, usage_text };
+	return &p;
+}
+
 static void head(struct json *j, bool ok)
 {
-	json_bool(j, "ok", ok);
-	json_str(j, "prog", "hotcold");
-	json_str(j, "mode", cfg.mode);
+	json_prog_head(j, whoami(), ok);
 }
 
-static __attribute__((noreturn, format(printf, 3, 4))) void
-finish_error(int status, int err, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	struct json j;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	json_init(&j);
-	json_obj_begin(&j, NULL);
-	head(&j, false);
-	json_str(&j, "error", msg);
-	json_str(&j, "errno", err ? errno_name(err) : NULL);
-	if (status == 2)
-		json_bool(&j, "usage_error", true);
-	json_obj_end(&j);
-	json_emit(&j, cfg.out);
-	if (status == 2)
-		fprintf(stderr, "hotcold: %s\n\n%s", msg, usage_text);
-	exit(status);
-}
-
-#define fail(err, ...) finish_error(1, (err), __VA_ARGS__)
-#define usage(...) finish_error(2, 0, __VA_ARGS__)
+#define fail(err, ...) json_prog_fail(whoami(), 1, (err), __VA_ARGS__)
+#define usage(...) json_prog_fail(whoami(), 2, 0, __VA_ARGS__)
 
 static long num(const char *name, const char *s, long min, long max)
 {

@@ -212,3 +212,33 @@ int json_emit(const struct json *j, const char *path)
 		return -EIO;
 	return 0;
 }
+
+void json_prog_head(struct json *j, const struct json_prog *p, bool ok)
+{
+	json_bool(j, "ok", ok);
+	json_str(j, "prog", p->prog);
+	json_str(j, p->kind_key, p->kind);
+}
+
+void json_prog_fail(const struct json_prog *p, int status, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	struct json j;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_init(&j);
+	json_obj_begin(&j, NULL);
+	json_prog_head(&j, p, false);
+	json_str(&j, "error", msg);
+	json_str(&j, "errno", err ? errno_name(err) : NULL);
+	if (status == 2)
+		json_bool(&j, "usage_error", true);
+	json_obj_end(&j);
+	json_emit(&j, p->out);
+	if (status == 2)
+		fprintf(stderr, "%s: %s\n\n%s", p->prog, msg, p->usage);
+	exit(status);
+}

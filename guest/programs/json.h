@@ -43,4 +43,19 @@ void json_double(struct json *j, const char *key, double val);
  * exists by the time the line is seen. Returns 0 or -errno. */
 int json_emit(const struct json *j, const char *path);
 
+/* Who is reporting: the head every report of a program starts with. */
+struct json_prog {
+	const char *prog;     /* "mpp" */
+	const char *kind_key; /* "cmd" or "mode" */
+	const char *kind;     /* the subcommand or mode */
+	const char *out;      /* --out FILE, or NULL */
+	const char *usage;    /* printed on stderr after a usage error */
+};
+
+void json_prog_head(struct json *j, const struct json_prog *p, bool ok);
+/* Report a failure as the program's JSON (stdout and --out), print the usage
+ * after a usage error (status 2), and exit with status. */
+__attribute__((noreturn, format(printf, 4, 5))) void
+json_prog_fail(const struct json_prog *p, int status, int err, const char *fmt, ...);
+
 #endif

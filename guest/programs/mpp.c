@@ -196,39 +196,22 @@ static struct opts o = {
 
 /* ---- reporting failures ------------------------------------------------ */
 
+/* Filled at each call: the subcommand and --out are known only after parsing. */
+static const struct json_prog *whoami(void)
+{
+	static struct json_prog p;
+
+	p = (struct json_prog){ "mpp", "cmd", o.cmd, o.out, usage_text };
+	return &p;
+}
+
 static void report_head(struct json *j, bool ok)
 {
-	json_bool(j, "ok", ok);
-	json_str(j, "prog", "mpp");
-	json_str(j, "cmd", o.cmd);
+	json_prog_head(j, whoami(), ok);
 }
 
-static __attribute__((noreturn, format(printf, 3, 4))) void
-finish_error(int status, int err, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	struct json j;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	json_init(&j);
-	json_obj_begin(&j, NULL);
-	report_head(&j, false);
-	json_str(&j, "error", msg);
-	json_str(&j, "errno", err ? errno_name(err) : NULL);
-	if (status == 2)
-		json_bool(&j, "usage_error", true);
-	json_obj_end(&j);
-	json_emit(&j, o.out);
-	if (status == 2)
-		fprintf(stderr, "mpp: %s\n\n%s", msg, usage_text);
-	exit(status);
-}
-
-#define fail(err, ...) finish_error(1, (err), __VA_ARGS__)
-#define usage(...) finish_error(2, 0, __VA_ARGS__)
+#define fail(err, ...) json_prog_fail(whoami(), 1, (err), __VA_ARGS__)
+#define usage(...) json_prog_fail(whoami(), 2, 0, __VA_ARGS__)
 
 /* ---- option parsing ----------------------------------------------------- */
 
