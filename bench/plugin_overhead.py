@@ -36,7 +36,8 @@ from cxlrig import paths
 from cxlrig.build.initramfs import build_initramfs
 from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage, booted
-from cxlrig.machine.runner import Machine, RunDir
+from cxlrig.machine.check import paused_memory_tree
+from cxlrig.machine.runner import RunDir
 from cxlrig.plugin import (
     Control,
     build_plugin,
@@ -48,7 +49,7 @@ from cxlrig.plugin import (
     region_map,
 )
 from cxlrig.plugin.addrmap import MemoryLayout
-from cxlrig.qemu.args import Plugin, QemuOptions
+from cxlrig.qemu.args import Plugin
 from cxlrig.topology import Topology, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,8 +99,7 @@ class Times:
 
 
 def memory_layout(topo: Topology, root: Path) -> MemoryLayout:
-    with Machine(topo, QemuOptions(paused=True), RunDir.create(root, "mtree")) as m:
-        return parse_mtree(m.hmp("info mtree -f"))
+    return parse_mtree(paused_memory_tree(topo, root))
 
 
 def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,

@@ -25,6 +25,7 @@ import pytest
 from cxlrig.build.initramfs import build_initramfs
 from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage, booted
+from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (
     AddressMap,
@@ -53,8 +54,7 @@ MiB = 1 << 20
 def test_cxl_region_traffic_is_counted_per_device(tmp_path: Path) -> None:
     topo = load(REPO / "topologies" / "default.yaml")  # region0: mem0+mem1, 4 KiB
     lib = build_plugin()
-    with Machine(topo, QemuOptions(paused=True), RunDir.create(tmp_path, "mtree")) as m:
-        layout = parse_mtree(m.hmp("info mtree -f"))
+    layout = parse_mtree(paused_memory_tree(topo, tmp_path))
     run = RunDir.create(tmp_path, "cxl")
     sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-t-"))
     ctl = sockdir / "c.sock"

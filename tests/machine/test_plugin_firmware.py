@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import LaunchError, Machine, RunDir
 from cxlrig.plugin import (
     AddressMap,
@@ -57,9 +58,8 @@ def topo() -> Topology:
 @pytest.fixture(scope="module")
 def dram_map(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> AddressMap:
     """The DRAM map as QEMU itself lays it out, read from a paused machine."""
-    run = RunDir.create(tmp_path_factory.mktemp("mtree"), "mtree")
-    with Machine(topo, QemuOptions(paused=True), run) as m:
-        return address_map(topo, parse_mtree(m.hmp("info mtree -f")))
+    tree = paused_memory_tree(topo, tmp_path_factory.mktemp("mtree"))
+    return address_map(topo, parse_mtree(tree))
 
 
 @pytest.fixture

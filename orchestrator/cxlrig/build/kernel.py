@@ -396,6 +396,17 @@ class _SourceTree:
         return self.root / "extracted"
 
 
+def _run_or_fail(argv: list[str], cwd: Path | None, failure: str) -> None:
+    """Run a tool quietly; if it fails, raise with its exit status and output tail."""
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode != 0:
+        raise KernelBuildError(
+            f"{failure} ({argv[0]} exited {proc.returncode})",
+            tail=(proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:],
+        )
+
+
 def _prepare_source(source: _Source, progress: ProgressFn | None) -> _SourceTree:
     cache = _kernel_cache()
     src = _SourceTree(cache / f"src-{source.short}")
@@ -412,28 +423,13 @@ def _prepare_source(source: _Source, progress: ProgressFn | None) -> _SourceTree
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".extract-"))
     try:
         (tmp / "tree").mkdir()
-        proc = subprocess.run(
-            # The tarball is xz in many blocks: threads nearly halve the time.
-            [
-                "tar",
-                "-I",
-                "xz -T0",
-                "-xf",
-                str(source.tarball),
-                "-C",
-                str(tmp / "tree"),
-                "--strip-components=1",
-            ],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            check=False,
+        # The tarball is xz in many blocks: threads nearly halve the time.
+        _run_or_fail(
+            ["tar", "-I", "xz -T0", "-xf", str(source.tarball), "-C", str(tmp / "tree"),
+             "--strip-components=1"],
+            None,
+            f"extracting {source.tarball} failed",
         )
-        if proc.returncode != 0:
-            raise KernelBuildError(
-                f"extracting {source.tarball} failed (tar exited {proc.returncode})",
-                tail=proc.stderr.splitlines()[-_TAIL_LINES:],
-            )
         if not (tmp / "tree" / "Makefile").is_file():
             raise KernelBuildError(f"{source.tarball} does not hold a kernel tree (no Makefile)")
         (tmp / "pristine").mkdir()
@@ -497,19 +493,11 @@ def _apply_series(
                 (want_root / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src.pristine / path, want_root / path)
         for patch in patches:
-            proc = subprocess.run(
+            _run_or_fail(
                 ["patch", "-p1", "-s", "-f", "--no-backup-if-mismatch", "-i", str(patch)],
-                cwd=want_root,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                check=False,
+                want_root,
+                f"series {label}: {patch.name} does not apply to the shipped sources",
             )
-            if proc.returncode != 0:
-                raise KernelBuildError(
-                    f"series {label}: {patch.name} does not apply to the shipped sources",
-                    tail=(proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:],
-                )
 
         changed = []
         for path in managed:

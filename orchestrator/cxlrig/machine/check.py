@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cxlrig.machine.runner import Machine, RunDir
@@ -55,9 +56,6 @@ class Found:
     windows: tuple[FoundWindow, ...]
     nodes: tuple[FoundNode, ...]
 
-    def device(self, id: str) -> FoundDevice | None:
-        return next((d for d in self.devices if d.id == id), None)
-
 
 @dataclass(frozen=True)
 class CheckReport:
@@ -67,6 +65,13 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.mismatches
+
+
+def paused_memory_tree(topo: m.Topology, root: Path) -> str:
+    """QEMU's flat memory tree (``info mtree -f``) for ``topo``, read from a
+    paused twin of the machine: known before the real one starts."""
+    with Machine(topo, QemuOptions(paused=True), RunDir.create(root, "mtree")) as machine:
+        return machine.hmp("info mtree -f")
 
 
 def read_windows(machine: Machine) -> tuple[FoundWindow, ...]:

@@ -130,10 +130,6 @@ class Machine:
         self.shutdown()
 
     @property
-    def options(self) -> QemuOptions:
-        return self._options
-
-    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 

@@ -23,7 +23,7 @@ from typing import Any
 from cxlrig.errors import CheckFailed
 from cxlrig.guest.boot import Guest
 from cxlrig.guest.cxl import NodeState
-from cxlrig.machine.runner import Machine, RunDir
+from cxlrig.machine.check import paused_memory_tree
 from cxlrig.plugin import (
     AddressMap,
     Control,
@@ -36,7 +36,7 @@ from cxlrig.plugin import (
     region_map,
 )
 from cxlrig.plugin.results import Phase, PluginResults
-from cxlrig.qemu.args import Plugin, QemuOptions
+from cxlrig.qemu.args import Plugin
 from cxlrig.scenario.model import PluginSpec, ScenarioSpec, StepSpec
 from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, StepResult, lookup
 from cxlrig.topology import Topology
@@ -93,8 +93,7 @@ class PluginSession:
     def __init__(self, cfg: PluginSpec, topo: Topology, run_path: Path) -> None:
         self.topo = topo
         self.out = run_path / "plugin.json"
-        with Machine(topo, QemuOptions(paused=True), RunDir.create(run_path, "mtree")) as m:
-            self.layout = parse_mtree(m.hmp("info mtree -f"))
+        self.layout = parse_mtree(paused_memory_tree(topo, run_path))
         self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-p-"))
         self.control_path = self._sockdir / "control.sock"
         args = plugin_args(dram_map(topo, self.layout), out=self.out, control=self.control_path,
