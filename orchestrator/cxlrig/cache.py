@@ -1,14 +1,58 @@
-"""Putting a finished build into the content-hash cache, atomically."""
+"""Builds into the content-hash cache: running make, publishing atomically."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cxlrig.errors import CxlrigError
+
 log = logging.getLogger(__name__)
+
+
+class BuildError(CxlrigError):
+    """A build failed; the message holds the command and the tool's output,
+    both also kept as attributes for callers that show them differently."""
+
+    def __init__(self, message: str, *, command: list[str] | None = None,
+                 output: str = "") -> None:
+        super().__init__(message)
+        self.command = command or []
+        self.output = output
+
+
+def run_make(command: list[str], *, what: str, error: type[BuildError],
+             scrubbed_env: Iterable[str], timeout: float) -> str:
+    """Run ``make`` for ``what`` ("the plugin"); its output, or ``error``.
+
+    make imports the whole environment, so variables that would change the
+    build behind the cache key's back are dropped, and the locale is fixed
+    so compiler messages use plain ASCII quotes.
+    """
+    drop = set(scrubbed_env)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["LC_ALL"] = "C"
+    log.info("building %s: %s", what, " ".join(command))
+    shown = " ".join(command)
+    try:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env, timeout=timeout,
+                              check=False)
+    except FileNotFoundError as exc:
+        raise error(f"cannot run make: {exc}", command=command) from exc
+    except subprocess.TimeoutExpired as exc:
+        output = exc.output if isinstance(exc.output, str) else ""
+        raise error(f"building {what} took longer than {timeout:.0f} s\n"
+                    f"command: {shown}\n{output}", command=command, output=output) from exc
+    if proc.returncode != 0:
+        raise error(f"building {what} failed (make exited with {proc.returncode})\n"
+                    f"command: {shown}\n{proc.stdout}", command=command, output=proc.stdout)
+    return proc.stdout
 
 
 def publish(staging: Path, final: Path, complete: Callable[[Path], bool]) -> None:

@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.cache import publish
-from cxlrig.errors import CxlrigError
+from cxlrig.cache import BuildError, publish, run_make
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +48,8 @@ _SCRUBBED_ENV = (
 )
 
 
-class ProgramsBuildError(CxlrigError):
-    """The guest programs could not be built.
-
-    The message holds the command and the compiler's output; both are also
-    kept as attributes for callers that show them differently.
-    """
-
-    def __init__(self, message: str, *, command: list[str] | None = None, output: str = "") -> None:
-        super().__init__(message)
-        self.command = command or []
-        self.output = output
+class ProgramsBuildError(BuildError):
+    """The guest programs could not be built (command and compiler output kept)."""
 
 
 def patches_dir(source_dir: Path) -> Path:
@@ -136,40 +126,9 @@ def _is_complete(directory: Path) -> bool:
 
 
 def _run_make(source_dir: Path, out: Path) -> str:
-    command = ["make", "-C", str(source_dir), f"OUT={out}", f"CC={COMPILER}"]
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    # Plain ASCII quotes in compiler messages, whatever the caller's locale.
-    env["LC_ALL"] = "C"
-    log.info("building guest programs: %s", " ".join(command))
-    try:
-        proc = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise ProgramsBuildError(f"cannot run make: {exc}", command=command) from exc
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output if isinstance(exc.output, str) else ""
-        raise ProgramsBuildError(
-            f"building the guest programs took longer than {BUILD_TIMEOUT_S:.0f} s\n"
-            f"command: {' '.join(command)}\n{output}",
-            command=command,
-            output=output,
-        ) from exc
-    if proc.returncode != 0:
-        raise ProgramsBuildError(
-            f"building the guest programs failed (make exited with {proc.returncode})\n"
-            f"command: {' '.join(command)}\n{proc.stdout}",
-            command=command,
-            output=proc.stdout,
-        )
-    return proc.stdout
+    return run_make(["make", "-C", str(source_dir), f"OUT={out}", f"CC={COMPILER}"],
+                    what="the guest programs", error=ProgramsBuildError,
+                    scrubbed_env=_SCRUBBED_ENV, timeout=BUILD_TIMEOUT_S)
 
 
 def build_guest_programs(force: bool = False, *, source_dir: Path | None = None) -> Path:

@@ -12,15 +12,13 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.cache import publish
-from cxlrig.errors import CxlrigError
+from cxlrig.cache import BuildError, publish, run_make
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,8 @@ _SCRUBBED_ENV = ("CFLAGS", "CPPFLAGS", "LDFLAGS", "EXTRA_CFLAGS", "OUT", "CC",
                  "QEMU_PLUGIN_INCLUDE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GNUMAKEFLAGS")
 
 
-class PluginBuildError(CxlrigError):
+class PluginBuildError(BuildError):
     """The plugin could not be built; the message carries the compiler's output."""
-
-    def __init__(self, message: str, *, command: list[str] | None = None,
-                 output: str = "") -> None:
-        super().__init__(message)
-        self.command = command or []
-        self.output = output
 
 
 def plugin_header_dir() -> Path:
@@ -96,27 +88,10 @@ def cache_key(source_dir: Path = SOURCE_DIR, header_dir: Path | None = None) -> 
 
 
 def _run_make(source_dir: Path, header_dir: Path, out: Path) -> str:
-    command = ["make", "-C", str(source_dir), f"OUT={out}", f"CC={COMPILER}",
-               f"QEMU_PLUGIN_INCLUDE={header_dir}"]
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    env["LC_ALL"] = "C"  # plain ASCII quotes in compiler messages
-    log.info("building the TCG plugin: %s", " ".join(command))
-    try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env,
-                              timeout=BUILD_TIMEOUT_S, check=False)
-    except FileNotFoundError as exc:
-        raise PluginBuildError(f"cannot run make: {exc}", command=command) from exc
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output if isinstance(exc.output, str) else ""
-        raise PluginBuildError(
-            f"building the plugin took longer than {BUILD_TIMEOUT_S:.0f} s\n"
-            f"command: {' '.join(command)}\n{output}", command=command, output=output) from exc
-    if proc.returncode != 0:
-        raise PluginBuildError(
-            f"building the plugin failed (make exited with {proc.returncode})\n"
-            f"command: {' '.join(command)}\n{proc.stdout}", command=command, output=proc.stdout)
-    return proc.stdout
+    return run_make(["make", "-C", str(source_dir), f"OUT={out}", f"CC={COMPILER}",
+                     f"QEMU_PLUGIN_INCLUDE={header_dir}"],
+                    what="the plugin", error=PluginBuildError, scrubbed_env=_SCRUBBED_ENV,
+                    timeout=BUILD_TIMEOUT_S)
 
 
 def build_plugin(force: bool = False, *, source_dir: Path | None = None,
