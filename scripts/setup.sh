@@ -83,22 +83,28 @@ fi
 # ---- 2. QEMU plugin header -------------------------------------------------
 # Only include/qemu/qemu-plugin.h is needed to build a plugin; QEMU 10.0.x has
 # plugin API version 4 in every Debian revision. The source tarball is kept so
-# that the benchmarks can build QEMU's own plugins from it.
+# that the benchmarks can build QEMU's own plugins from it (tests/tcg/plugins
+# /mem.c also wants compiler.h and bswap.h).
 qsrc="$cache/qemu-src"
-header="$qsrc/include/qemu/qemu-plugin.h"
-if [ ! -f "$header" ]; then
-  say "downloading QEMU's source package for the plugin header"
-  mkdir -p "$qsrc/dl"
-  chmod 755 "$qsrc" "$qsrc/dl"
-  (cd "$qsrc/dl" && apt-get source --download-only -qq 'qemu/trixie' >/dev/null) \
-    || die "could not download QEMU's source package (apt-get source qemu/trixie)"
-  orig=$(find "$qsrc/dl" -name 'qemu_*.orig.tar.*' -print -quit)
-  [ -n "$orig" ] || die "no QEMU orig tarball in $qsrc/dl"
+wanted=(include/qemu/qemu-plugin.h include/qemu/compiler.h include/qemu/bswap.h
+        contrib/plugins tests/tcg/plugins VERSION)
+missing=0
+for f in "${wanted[@]}"; do [ -e "$qsrc/$f" ] || missing=1; done
+if [ "$missing" = 1 ]; then
+  orig=$(find "$qsrc/dl" -name 'qemu_*.orig.tar.*' -print -quit 2>/dev/null || true)
+  if [ -z "$orig" ]; then
+    say "downloading QEMU's source package for the plugin header"
+    mkdir -p "$qsrc/dl"
+    chmod 755 "$qsrc" "$qsrc/dl"
+    (cd "$qsrc/dl" && apt-get source --download-only -qq 'qemu/trixie' >/dev/null) \
+      || die "could not download QEMU's source package (apt-get source qemu/trixie)"
+    # Drop the Debian parts: only the orig tarball is kept.
+    rm -f "$qsrc"/dl/*.debian.tar.* "$qsrc"/dl/*.dsc
+    orig=$(find "$qsrc/dl" -name 'qemu_*.orig.tar.*' -print -quit)
+    [ -n "$orig" ] || die "no QEMU orig tarball in $qsrc/dl"
+  fi
   top=$( { tar -tf "$orig" || true; } | sed -n '1s,/.*,,p')
-  tar -xf "$orig" -C "$qsrc" --strip-components=1 \
-    "$top/include/qemu/qemu-plugin.h" "$top/contrib/plugins" "$top/tests/tcg/plugins" "$top/VERSION"
-  # Drop the Debian parts: only the orig tarball is kept.
-  rm -f "$qsrc"/dl/*.debian.tar.* "$qsrc"/dl/*.dsc
+  tar -xf "$orig" -C "$qsrc" --strip-components=1 "${wanted[@]/#/$top/}"
 fi
 
 # ---- 3. Python virtualenv --------------------------------------------------
@@ -116,6 +122,6 @@ fi
 major=$(qemu_major || true)
 [ "${major:-0}" -ge 10 ] || die "QEMU 10 or newer is needed, found: $(qemu-system-x86_64 --version 2>&1 | head -n1)"
 [ -f /usr/src/linux-source-6.12.tar.xz ] || die "linux-source-6.12 did not install /usr/src/linux-source-6.12.tar.xz"
-[ -f "$header" ] || die "the QEMU plugin header is missing: $header"
+[ -f "$qsrc/include/qemu/qemu-plugin.h" ] || die "the QEMU plugin header is missing under $qsrc"
 "$venv/bin/cxlrig" doctor --quiet || die "cxlrig doctor found a missing prerequisite (run '$venv/bin/cxlrig doctor')"
 say "ready"
