@@ -17,7 +17,7 @@ from cxlrig.build.initramfs import build_initramfs
 from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage
 from cxlrig.plugin import load_results
-from cxlrig.scenario.model import load_scenario
+from cxlrig.scenario.model import PluginSpec, load_scenario
 from cxlrig.scenario.plugin import PluginSession
 from cxlrig.scenario.runner import run_scenario
 
@@ -77,6 +77,41 @@ def test_guest_plugin_counts_match_the_workload(tmp_path: Path) -> None:
     assert before.nodes[1].total >= sum(p.total for p in hot_pages)
     assert after.nodes.get(1) is None or after.nodes[1].total < 0.01 * before.nodes[1].total
     assert plugin.bad_index == 0
+
+
+def test_guest_sampled_counts_estimate_the_workload(tmp_path: Path) -> None:
+    """sample=16 on the same scenario, with 16 times the iterations: each set's
+    reads and writes within 5% of the workload's own counts, and the CXL
+    node's share of the workload within 1 percentage point of the truth."""
+    spec, _ = load_scenario(REPO / "scenarios" / "promotion-loop-virt.yaml")
+    start = spec.steps[0]
+    assert start.id == "start" and start.run and "--iterations 2 " in start.run
+    spec = spec.model_copy(update={
+        "plugin": PluginSpec(sample=16),
+        "steps": [start.model_copy(update={"run": start.run.replace("--iterations 2 ",
+                                                                    "--iterations 32 ")}),
+                  *spec.steps[1:]]})
+    image = GuestImage(build_kernel("v2"), build_initramfs())
+    res = run_scenario(spec, "v2", image, tmp_path, hooks_factory=PluginSession.for_scenario)
+    assert res.verdict == "pass", (res.error, [c.message for c in res.checks if not c.ok])
+    steps = {s.id: s for s in res.steps}
+    plugin = load_results(tmp_path / res.run_dir / "plugin.json")
+    assert plugin.sample == 16
+    before = plugin.phase("before")
+    work = {name: steps["done"].data["sets"][name]["phases"][0] for name in ("hot", "cold")}
+    pas = {name: {int(p["pa"], 16) for p in steps["start"].data["sets"][name]["pages"]}
+           for name in ("hot", "cold")}
+    counted = {p.pa: p for p in before.pages}
+    got: dict[str, int] = {}
+    for name in ("hot", "cold"):
+        pages = [counted[pa] for pa in pas[name] if pa in counted]
+        reads, writes = sum(p.reads for p in pages), sum(p.writes for p in pages)
+        assert within(reads, work[name]["loads"], 0.05), (name, reads, work[name]["loads"])
+        assert within(writes, work[name]["stores"], 0.05), (name, writes, work[name]["stores"])
+        got[name] = reads + writes
+    truth = {name: work[name]["loads"] + work[name]["stores"] for name in ("hot", "cold")}
+    share, true_share = (d["hot"] / (d["hot"] + d["cold"]) for d in (got, truth))
+    assert abs(share - true_share) < 0.01, (share, true_share)
 
 
 def test_guest_boot_with_plugin_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
