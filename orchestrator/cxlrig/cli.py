@@ -198,13 +198,14 @@ def cmd_boot(args: argparse.Namespace) -> int:
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
               markup=False)
     session = None
-    if args.plugin:
+    if args.plugin or args.plugin_sample is not None or args.plugin_delay:
         from cxlrig.scenario.model import PluginSpec
         from cxlrig.scenario.plugin import PluginSession
 
         if choice.accel != "tcg":
             raise CxlrigError("--plugin needs TCG (--accel tcg)")
-        session = PluginSession(PluginSpec(), topo, run.path)
+        session = PluginSession(PluginSpec(sample=args.plugin_sample or 1,
+                                           delay=args.plugin_delay), topo, run.path)
     plugin = session.plugin if session else None
     with booted(topo, image, run, accel=choice.accel, plugin=plugin) as guest:
         if session:
@@ -401,6 +402,16 @@ def _du(path: Path) -> str:
 # -- parser ---------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxlrig", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"cxlrig {__version__}")
@@ -459,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--append", default="", help="extra kernel command line")
     sp.add_argument("--plugin", action="store_true",
                     help="count memory accesses with the plugin (TCG); see 'cxlrig report'")
+    sp.add_argument("--plugin-sample", type=_positive_int, metavar="N",
+                    help="with the plugin: count one access in N (implies --plugin)")
+    sp.add_argument("--plugin-delay", action="store_true",
+                    help="with the plugin: the guest's clock sees each node's modelled extra "
+                         "latency (implies --plugin)")
 
     sp = add("run", cmd_run, "run scenarios on kernel variants; results, JUnit and HTML report")
     sp.add_argument("scenarios", nargs="+", metavar="SCENARIO")

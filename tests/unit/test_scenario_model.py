@@ -38,6 +38,11 @@ BAD = {
         "promote, user, json, check",
     "name: x\ntitle: t\nsteps: []\n":
         "x.yaml:1:1: point: required key is missing",
+    "name: x\ntitle: t\npoint: p\nplugin: {delays: true}\nsteps:\n  - run: 'true'\n":
+        "x.yaml:4:10: plugin.delays: unknown key (allowed here: sample, interval, "
+        "interval_unit, delay)",
+    "name: x\ntitle: t\npoint: p\nplugin: {delay: maybe}\nsteps:\n  - run: 'true'\n":
+        "x.yaml:4:10: plugin.delay: must be a valid boolean",
 }
 
 

@@ -117,6 +117,9 @@ class PluginSpec(_Strict):
     sample: Annotated[int, Field(ge=1)] = 1
     interval: Annotated[int, Field(ge=0)] = 0
     interval_unit: Literal["insn", "ns"] = "ns"
+    #: Make nodes slower than the fastest one slow for the guest's own clock
+    #: (the plugin's delay=on: each access adds its modelled extra latency).
+    delay: bool = False
 
 
 class ScenarioSpec(_Strict):

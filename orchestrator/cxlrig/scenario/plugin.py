@@ -98,7 +98,7 @@ class PluginSession:
         self.control_path = self._sockdir / "control.sock"
         args = plugin_args(dram_map(topo, self.layout), out=self.out, control=self.control_path,
                            sample=cfg.sample, interval=cfg.interval or None,
-                           interval_unit=cfg.interval_unit)
+                           interval_unit=cfg.interval_unit, delay=cfg.delay)
         self.plugin = Plugin(build_plugin(), args)
         self.control: Control | None = None
 
