@@ -15,9 +15,10 @@ bound to the CXL region's node (--cxl-mb, default 20 MB). Configurations:
                cheaper in QEMU 10.0: the API has no conditional memory
                callback, and inline ops never see an address.
   mem/cb       QEMU's tests/tcg/plugins/mem.c with callback=on: a callback
-               per access that adds one to a scoreboard counter (its inline
-               mode is left out: under thread=single with two vCPUs, QEMU
-               10.0's inline ops write out of bounds)
+               per access that adds one to a scoreboard counter
+  mem/inline   the same with inline=on: an inline add per access, no address.
+               Only with --cpus 1: under thread=single with more vCPUs,
+               QEMU 10.0's inline ops scale a shared constant in place.
   cxlrig       cxlrig-mem, every access, pages on, region added after bring-up
   cxlrig/16    cxlrig-mem with sample=16
   hotpages     QEMU's contrib/plugins/hotpages.c: RAM pages (by physical
@@ -40,7 +41,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxlrig import paths
@@ -119,6 +120,14 @@ class Times:
     shares: dict[str, list[dict[int, float]]] = field(default_factory=dict)
 
 
+def with_cpus(topo: Topology, cpus: int) -> Topology:
+    """``topo`` with ``cpus`` vCPUs, each node keeping those of its CPUs that remain."""
+    if cpus < 1:
+        raise SystemExit(f"--cpus {cpus}: needs at least 1")
+    nodes = tuple(replace(n, cpus=tuple(c for c in n.cpus if c < cpus)) for n in topo.nodes)
+    return replace(topo, cpus=cpus, nodes=nodes)
+
+
 def memory_layout(topo: Topology, root: Path) -> MemoryLayout:
     return parse_mtree(paused_memory_tree(topo, root))
 
@@ -143,6 +152,8 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
         plugin = Plugin(plugins["nullcb"])
     elif config == "mem/cb":
         plugin = Plugin(plugins["mem"], (("callback", "on"),))
+    elif config == "mem/inline":
+        plugin = Plugin(plugins["mem"], (("inline", "on"),))
     with booted(topo, GuestImage(kernel, initrd), run, plugin=plugin) as guest:
         times.boot.append(guest.boot_seconds)
         cxl_node = guest.regions[0].node
@@ -205,11 +216,17 @@ def main() -> None:
                     default="plain,empty,nullcb,mem/cb,cxlrig,cxlrig/16,hotpages,hotpages/io")
     ap.add_argument("--dram-mb", type=int, default=8000)
     ap.add_argument("--cxl-mb", type=int, default=20)
+    ap.add_argument("--cpus", type=int, help="vCPUs (default: the topology's, 2)")
     args = ap.parse_args()
     sizes = {"dram_mb": args.dram_mb, "cxl_mb": args.cxl_mb}
     configs = args.configs.split(",")
 
     topo = load(REPO / "topologies" / "default.yaml")
+    if args.cpus is not None:
+        topo = with_cpus(topo, args.cpus)
+    if "mem/inline" in configs and topo.cpus != 1:
+        ap.error("mem/inline needs --cpus 1 (QEMU 10.0's inline ops are unsafe with more "
+                 "vCPUs under thread=single)")
     kernel, initrd = build_kernel("v2"), build_initramfs()
     plugins = {"cxlrig": build_plugin(), **build_reference_plugins()}
     results = {c: Times([], [], []) for c in configs}
@@ -226,7 +243,9 @@ def main() -> None:
 
     med = statistics.median
     base = results.get("plain")
-    print(f"{topo.name}: guest kernel under TCG thread=single, median of {args.repeat}, "
+    vcpus = f"{topo.cpus} vCPU" + ("s" if topo.cpus > 1 else "")
+    print(f"{topo.name} ({vcpus}): guest kernel under TCG thread=single, "
+          f"median of {args.repeat}, "
           "seconds (ratio to plain); boot by the host's clock, dd by the guest's")
     print(f"  {'config':<11} {'boot to shell':>20} {f'dd {args.dram_mb} MB on DRAM':>20} "
           f"{f'dd {args.cxl_mb} MB on CXL':>20}")
