@@ -1090,49 +1090,51 @@ static __attribute__((noinline)) void account_delay(Vcpu *v, qemu_plugin_meminfo
     account(v, i, va, true);
 }
 
-static void mem_exact(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
+static inline __attribute__((always_inline)) void
+exact(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, const bool delay)
 {
     Vcpu *v = slot(c);
 
-    (void)u;
     if (v) {
-        account(v, i, va, false);
+        account(v, i, va, delay);
     }
 }
 
-static void mem_exact_delay(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
+static inline __attribute__((always_inline)) void
+sampled(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, const bool delay)
 {
     Vcpu *v = slot(c);
 
-    (void)u;
-    if (v) {
-        account(v, i, va, true);
-    }
-}
-
-static void mem_sampled(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
-{
-    Vcpu *v = slot(c);
-
-    (void)u;
     if (!v || --v->countdown) {
         return;
     }
     v->countdown = next_gap(v);
-    account_plain(v, i, va);
+    (delay ? account_delay : account_plain)(v, i, va);
+}
+
+static void mem_exact(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
+{
+    (void)u;
+    exact(c, i, va, false);
+}
+
+static void mem_exact_delay(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
+{
+    (void)u;
+    exact(c, i, va, true);
+}
+
+static void mem_sampled(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va, void *u)
+{
+    (void)u;
+    sampled(c, i, va, false);
 }
 
 static void mem_sampled_delay(unsigned int c, qemu_plugin_meminfo_t i, uint64_t va,
                               void *u)
 {
-    Vcpu *v = slot(c);
-
     (void)u;
-    if (!v || --v->countdown) {
-        return;
-    }
-    v->countdown = next_gap(v);
-    account_delay(v, i, va);
+    sampled(c, i, va, true);
 }
 
 /* ---------------------------------------------------------------------------
