@@ -70,6 +70,15 @@ REFERENCE = {"empty": "tests/tcg/plugins/empty.c", "hotpages": "contrib/plugins/
              "mem": "tests/tcg/plugins/mem.c"}
 #: The benchmark's own plugins, relative to this folder.
 OWN = {"nullcb": "plugins/nullcb.c"}
+#: Configurations other than plain and ours: plugin and its arguments.
+OTHERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "empty": ("empty", ()),
+    "nullcb": ("nullcb", ()),
+    "mem/cb": ("mem", (("callback", "on"),)),
+    "mem/inline": ("mem", (("inline", "on"),)),
+    "hotpages": ("hotpages", ()),
+    "hotpages/io": ("hotpages", (("io", "on"),)),
+}
 #: Timed by the guest: busybox ``time -p`` prints "real SECONDS" on stderr.
 WORKLOADS = {
     "dram": "time -p numactl --membind=0 dd if=/dev/zero of=/dev/null bs=1M count={dram_mb}",
@@ -122,8 +131,6 @@ class Times:
 
 def with_cpus(topo: Topology, cpus: int) -> Topology:
     """``topo`` with ``cpus`` vCPUs, each node keeping those of its CPUs that remain."""
-    if cpus < 1:
-        raise SystemExit(f"--cpus {cpus}: needs at least 1")
     nodes = tuple(replace(n, cpus=tuple(c for c in n.cpus if c < cpus)) for n in topo.nodes)
     return replace(topo, cpus=cpus, nodes=nodes)
 
@@ -142,18 +149,9 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
         sample = 16 if config == "cxlrig/16" else 1
         plugin = Plugin(plugins["cxlrig"], plugin_args(
             dram_map(topo, layout), out=run.path / "plugin.json", control=ctl, sample=sample))
-    elif config == "hotpages":
-        plugin = Plugin(plugins["hotpages"])
-    elif config == "hotpages/io":
-        plugin = Plugin(plugins["hotpages"], (("io", "on"),))
-    elif config == "empty":
-        plugin = Plugin(plugins["empty"])
-    elif config == "nullcb":
-        plugin = Plugin(plugins["nullcb"])
-    elif config == "mem/cb":
-        plugin = Plugin(plugins["mem"], (("callback", "on"),))
-    elif config == "mem/inline":
-        plugin = Plugin(plugins["mem"], (("inline", "on"),))
+    elif config in OTHERS:
+        name, args = OTHERS[config]
+        plugin = Plugin(plugins[name], args)
     with booted(topo, GuestImage(kernel, initrd), run, plugin=plugin) as guest:
         times.boot.append(guest.boot_seconds)
         cxl_node = guest.regions[0].node
@@ -223,6 +221,8 @@ def main() -> None:
 
     topo = load(REPO / "topologies" / "default.yaml")
     if args.cpus is not None:
+        if args.cpus < 1:
+            ap.error(f"--cpus {args.cpus}: needs at least 1")
         topo = with_cpus(topo, args.cpus)
     if "mem/inline" in configs and topo.cpus != 1:
         ap.error("mem/inline needs --cpus 1 (QEMU 10.0's inline ops are unsafe with more "
