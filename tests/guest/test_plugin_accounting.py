@@ -10,6 +10,7 @@ variant), whose 'before' phase is phase 1 of the workload alone and whose
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from cxlrig.guest.boot import GuestImage
 from cxlrig.plugin import load_results
 from cxlrig.scenario.model import PluginSpec, load_scenario
 from cxlrig.scenario.plugin import PluginSession
-from cxlrig.scenario.runner import run_scenario
+from cxlrig.scenario.runner import StepResult, run_scenario
 
 from ..conftest import REPO
 
@@ -28,6 +29,16 @@ pytestmark = pytest.mark.guest
 
 def within(got: float, want: float, rel: float = 0.02) -> bool:
     return abs(got - want) <= rel * want
+
+
+def phase1_sets(steps: dict[str | None, StepResult]) -> tuple[dict[str, Any], dict[str, set[int]]]:
+    """What the workload says it did in phase 1, and the physical pages it listed,
+    per set ("hot", "cold")."""
+    final = steps["done"].data["sets"]
+    work = {name: final[name]["phases"][0] for name in ("hot", "cold")}
+    pas = {name: {int(p["pa"], 16) for p in steps["start"].data["sets"][name]["pages"]}
+           for name in ("hot", "cold")}
+    return work, pas
 
 
 def test_guest_plugin_counts_match_the_workload(tmp_path: Path) -> None:
@@ -39,11 +50,7 @@ def test_guest_plugin_counts_match_the_workload(tmp_path: Path) -> None:
     plugin = load_results(tmp_path / res.run_dir / "plugin.json")
     before, after = plugin.phase("before"), plugin.phase("after")
 
-    # What the workload says it did in phase 1, per set.
-    final = steps["done"].data["sets"]
-    work = {name: final[name]["phases"][0] for name in ("hot", "cold")}
-    pas = {name: {int(p["pa"], 16) for p in steps["start"].data["sets"][name]["pages"]}
-           for name in ("hot", "cold")}
+    work, pas = phase1_sets(steps)
     nodes = {"hot": 1, "cold": 0}
     counted = {p.pa: p for p in before.pages}
 
@@ -98,9 +105,7 @@ def test_guest_sampled_counts_estimate_the_workload(tmp_path: Path) -> None:
     plugin = load_results(tmp_path / res.run_dir / "plugin.json")
     assert plugin.sample == 16
     before = plugin.phase("before")
-    work = {name: steps["done"].data["sets"][name]["phases"][0] for name in ("hot", "cold")}
-    pas = {name: {int(p["pa"], 16) for p in steps["start"].data["sets"][name]["pages"]}
-           for name in ("hot", "cold")}
+    work, pas = phase1_sets(steps)
     counted = {p.pa: p for p in before.pages}
     got: dict[str, int] = {}
     for name in ("hot", "cold"):
