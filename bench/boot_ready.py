@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from cxlrig.build.initramfs import build_initramfs
-from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage, booted
+from cxlrig.images.initramfs import build_initramfs
+from cxlrig.images.kernel import build_kernel
 from cxlrig.machine.runner import RunDir
 from cxlrig.topology import load
 

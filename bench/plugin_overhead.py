@@ -45,9 +45,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.build.initramfs import build_initramfs
-from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage, booted
+from cxlrig.images.initramfs import build_initramfs
+from cxlrig.images.kernel import build_kernel
 from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import RunDir
 from cxlrig.plugin import (

@@ -136,7 +136,7 @@ def _progress(status: object) -> Callable[[str], None]:
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
-    from cxlrig.build.kernel import build_kernel
+    from cxlrig.images.kernel import build_kernel
 
     start = time.monotonic()
     with err.status(f"building kernel {args.variant}...") as status:
@@ -148,7 +148,7 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_path(args: argparse.Namespace) -> int:
-    from cxlrig.build.kernel import kernel_path
+    from cxlrig.images.kernel import kernel_path
 
     path = kernel_path(args.variant)
     if path is None:
@@ -160,7 +160,7 @@ def cmd_kernel_path(args: argparse.Namespace) -> int:
 
 
 def cmd_guest_build(args: argparse.Namespace) -> int:
-    from cxlrig.build.initramfs import build_initramfs
+    from cxlrig.images.initramfs import build_initramfs
 
     start = time.monotonic()
     path = build_initramfs(force=args.force)
@@ -171,9 +171,9 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
 
 def guest_image(variant: str, kernel: str | None, append: str = "") -> GuestImage:
     """The kernel (built or given) and initramfs for a boot, building what is missing."""
-    from cxlrig.build.initramfs import build_initramfs
-    from cxlrig.build.kernel import build_kernel
     from cxlrig.guest.boot import GuestImage
+    from cxlrig.images.initramfs import build_initramfs
+    from cxlrig.images.kernel import build_kernel
 
     if kernel is not None:
         path = Path(kernel)
@@ -235,8 +235,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cxlrig.build.initramfs import build_initramfs
     from cxlrig.guest.boot import GuestImage
+    from cxlrig.images.initramfs import build_initramfs
     from cxlrig.results import ResultsWriter
     from cxlrig.scenario.model import ScenarioError, load_scenario
     from cxlrig.scenario.runner import run_scenario

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from cxlrig.build.initramfs import build_initramfs
-from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import Guest, GuestImage, booted
 from cxlrig.guest.session import GuestSession
+from cxlrig.images.initramfs import build_initramfs
+from cxlrig.images.kernel import build_kernel
 from cxlrig.machine.runner import RunDir
 from cxlrig.topology import load
 

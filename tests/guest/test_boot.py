@@ -99,7 +99,7 @@ def _sh_quote(s: str) -> str:
 
 
 def test_guest_accel_auto_proves_kvm_before_choosing_it(boot: Boot) -> None:
-    from cxlrig.build.kernel import build_kernel
+    from cxlrig.images.kernel import build_kernel
     from cxlrig.machine.accel import probe_kvm, resolve_accel
 
     kernel = build_kernel("v2")

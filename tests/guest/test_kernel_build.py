@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxlrig.build.kernel import build_kernel, kernel_path, read_config
+from cxlrig.images.kernel import build_kernel, kernel_path, read_config
 
 pytestmark = pytest.mark.guest
 

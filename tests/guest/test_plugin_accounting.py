@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from cxlrig.build.initramfs import build_initramfs
-from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage
+from cxlrig.images.initramfs import build_initramfs
+from cxlrig.images.kernel import build_kernel
 from cxlrig.plugin import load_results
 from cxlrig.scenario.model import PluginSpec, load_scenario
 from cxlrig.scenario.plugin import PluginSession

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from cxlrig.build.initramfs import build_initramfs
-from cxlrig.build.kernel import build_kernel
 from cxlrig.guest.boot import GuestImage, booted
+from cxlrig.images.initramfs import build_initramfs
+from cxlrig.images.kernel import build_kernel
 from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (

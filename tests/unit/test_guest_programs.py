@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from cxlrig.build.programs import SOURCE_DIR, ProgramsBuildError, build_guest_programs
+from cxlrig.images.programs import SOURCE_DIR, ProgramsBuildError, build_guest_programs
 
 PAGE = 4096
 TIMEOUT = 60  # seconds for any one program run; they take milliseconds

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cxlrig.build import kernel
-from cxlrig.build.kernel import (
+from cxlrig.images import kernel
+from cxlrig.images.kernel import (
     KERNEL_DIR,
     SYSCALL_PATCH,
     KernelBuildError,

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.cache import BuildError, publish, run_make
+from cxlrig.images.cache import BuildError, publish, run_make
 
 log = logging.getLogger(__name__)
 

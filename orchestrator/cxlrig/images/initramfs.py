@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.build.programs import PROGRAMS, build_guest_programs
 from cxlrig.errors import CxlrigError
+from cxlrig.images.programs import PROGRAMS, build_guest_programs
 
 log = logging.getLogger(__name__)
 
