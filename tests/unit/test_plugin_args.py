@@ -14,18 +14,16 @@ import pytest
 from cxlrig.plugin.addrmap import (
     AddressMap,
     Latency,
-    MemoryLayout,
-    NodeRange,
     PluginConfigError,
     RegionDecode,
     address_map,
     dram_map,
     map_args,
-    parse_mtree,
     plugin_args,
     region_map,
 )
 from cxlrig.qemu.args import Plugin, QemuOptions, build_argv
+from cxlrig.qemu.mtree import MemoryLayout, MemoryTreeError, NodeRange, parse_mtree
 from cxlrig.topology import load
 
 from ..conftest import REPO
@@ -136,7 +134,7 @@ def test_mtree_backend_names_can_be_given() -> None:
 
 
 def test_mtree_without_memory_view_is_an_error() -> None:
-    with pytest.raises(PluginConfigError, match="no flat view"):
+    with pytest.raises(MemoryTreeError, match="no flat view"):
         parse_mtree("FlatView #0\n AS \"I/O\", root: io\n")
 
 

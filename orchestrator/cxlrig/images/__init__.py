@@ -1,2 +1,35 @@
 """Guest images built from source: the kernel variants, the initramfs and the
 guest programs, each cached by the hash of what went into it (``cache``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxlrig.errors import CxlrigError
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """What a guest boots: a kernel, an initramfs and extra kernel arguments."""
+
+    kernel: Path
+    initrd: Path
+    append: str = ""
+
+
+def guest_image(variant: str, kernel: Path | str | None = None, append: str = "", *,
+                progress: Callable[[str], None] | None = None) -> GuestImage:
+    """The kernel of ``variant`` (built if missing) or the bzImage ``kernel``,
+    with the initramfs (built if missing)."""
+    from cxlrig.images.initramfs import build_initramfs
+    from cxlrig.images.kernel import build_kernel
+
+    if kernel is not None:
+        path = Path(kernel)
+        if not path.is_file():
+            raise CxlrigError(f"--kernel {kernel}: no such file")
+    else:
+        path = build_kernel(variant, progress=progress)
+    return GuestImage(path, build_initramfs(), append)

@@ -11,17 +11,15 @@ compare with the topology, both ways (missing and unexpected).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.qemu.args import QemuOptions
+from cxlrig.qemu.mtree import MemoryLayout, parse_mtree
 from cxlrig.topology import model as m
 
-_WINDOW_RE = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio \d+, i/o\): cxl-fixed-memory-region$")
 _MEMDEV_PROPS = ("volatile-memdev", "persistent-memdev", "lsa", "volatile-dc-memdev")
 _PROPS = ("bus_nr", "port", "chassis", "slot", "sn", "num-dc-regions")
 
@@ -67,23 +65,14 @@ class CheckReport:
         return not self.mismatches
 
 
-def paused_memory_tree(topo: m.Topology, root: Path) -> str:
-    """QEMU's flat memory tree (``info mtree -f``) for ``topo``, read from a
-    paused twin of the machine: known before the real one starts."""
-    with Machine(topo, QemuOptions(paused=True), RunDir.create(root, "mtree")) as machine:
-        return machine.hmp("info mtree -f")
-
-
-def read_windows(machine: Machine) -> tuple[FoundWindow, ...]:
-    """The CXL fixed memory windows and where the machine mapped them."""
+def read_windows(machine: Machine, layout: MemoryLayout | None = None) -> tuple[FoundWindow, ...]:
+    """The CXL fixed memory windows and where the machine mapped them
+    (from ``layout`` when the caller already read the memory tree)."""
     fmws = machine.qmp("qom-get", {"path": "/machine", "property": "cxl-fmw"}) \
         if machine.topo.has_cxl else []
-    bases: list[int] = []
-    for line in machine.hmp("info mtree -f").splitlines():
-        mt = _WINDOW_RE.match(line)
-        if mt and int(mt.group(1), 16) not in bases:
-            bases.append(int(mt.group(1), 16))
-    bases.sort()
+    if layout is None:
+        layout = parse_mtree(machine.hmp("info mtree -f"))
+    bases = sorted(start for start, _ in layout.windows)
     return tuple(
         FoundWindow(i, tuple(w["targets"]), int(w["size"]),
                     int(w.get("interleave-granularity", 256)),

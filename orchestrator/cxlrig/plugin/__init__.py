@@ -7,14 +7,11 @@ This package is the only part of cxlrig that knows the plugin's formats;
 from cxlrig.plugin.addrmap import (
     AddressMap,
     Latency,
-    MemoryLayout,
-    NodeRange,
     PluginConfigError,
     RegionDecode,
     address_map,
     dram_map,
     map_args,
-    parse_mtree,
     plugin_args,
     region_map,
 )
@@ -22,6 +19,7 @@ from cxlrig.plugin.build import PluginBuildError, build_plugin
 from cxlrig.plugin.control import Control, ControlError
 from cxlrig.plugin.results import PluginResults, ResultsError
 from cxlrig.plugin.results import load as load_results
+from cxlrig.qemu.mtree import MemoryLayout, NodeRange, parse_mtree
 
 __all__ = [
     "AddressMap",
