@@ -7,9 +7,7 @@ Exit codes: 0 everything held, 1 a check failed (invalid file, mismatch),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -19,15 +17,18 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 from rich.tree import Tree
 
 from cxlrig import __version__
 from cxlrig.errors import CxlrigError
-from cxlrig.paths import cache_dir, runs_dir
+from cxlrig.paths import runs_dir
 
 if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
-    from cxlrig.guest.boot import GuestImage
+    from cxlrig.images import GuestImage
+    from cxlrig.results import Run
+    from cxlrig.scenario.model import ScenarioSpec
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -169,20 +170,12 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def guest_image(variant: str, kernel: str | None, append: str = "") -> GuestImage:
-    """The kernel (built or given) and initramfs for a boot, building what is missing."""
-    from cxlrig.guest.boot import GuestImage
-    from cxlrig.images.initramfs import build_initramfs
-    from cxlrig.images.kernel import build_kernel
+def _image(variant: str, kernel: str | None, append: str = "") -> GuestImage:
+    """The guest image, with a spinner while a kernel builds."""
+    from cxlrig.images import guest_image
 
-    if kernel is not None:
-        path = Path(kernel)
-        if not path.is_file():
-            raise CxlrigError(f"--kernel {kernel}: no such file")
-    else:
-        with err.status(f"kernel {variant}...") as status:
-            path = build_kernel(variant, progress=_progress(status))
-    return GuestImage(path, build_initramfs(), append)
+    with err.status(f"kernel {variant}...") as status:
+        return guest_image(variant, kernel, append, progress=_progress(status))
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -192,7 +185,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from cxlrig.topology import load
 
     topo = load(args.file)
-    image = guest_image(args.variant, args.kernel, args.append)
+    image = _image(args.variant, args.kernel, args.append)
     choice = resolve_accel(args.accel or topo.accel, image.kernel)
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
@@ -206,8 +199,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
             raise CxlrigError("--plugin needs TCG (--accel tcg)")
         session = PluginSession(PluginSpec(sample=args.plugin_sample or 1,
                                            delay=args.plugin_delay), topo, run.path)
-    plugin = session.plugin if session else None
-    with booted(topo, image, run, accel=choice.accel, plugin=plugin) as guest:
+    with booted(topo, image, run, accel=choice.accel, plugin=session.plugin if session else None,
+                before_start=session.before_start if session else None) as guest:
         if session:
             session.attach(guest)
         for r in guest.regions:
@@ -235,11 +228,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cxlrig.guest.boot import GuestImage
-    from cxlrig.images.initramfs import build_initramfs
-    from cxlrig.results import ResultsWriter
     from cxlrig.scenario.model import ScenarioError, load_scenario
-    from cxlrig.scenario.runner import run_scenario
+    from cxlrig.scenario.plugin import PluginSession
+    from cxlrig.scenario.runner import SuiteProgress, run_suite
 
     specs = []
     bad = False
@@ -254,54 +245,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     results_dir = Path(args.results) if args.results else \
         runs_dir() / time.strftime("%Y%m%d-%H%M%S-results")
-    writer = ResultsWriter(results_dir)
-    initrd = build_initramfs()
-    images: dict[str, GuestImage] = {}
-    hooks = _plugin_hooks()
-    verdicts: list[str] = []
-    for spec in specs:
-        variants = [v for v in spec.variants if not args.variant or v in args.variant]
-        for variant in variants:
-            if variant not in images:
-                images[variant] = GuestImage(guest_image(variant, args.kernel).kernel, initrd)
-            with err.status(f"{spec.name} on {variant}..."):
-                res = run_scenario(spec, variant, images[variant], results_dir,
-                                   topology=args.topology, hooks_factory=hooks)
-            writer.add(res.to_json())
-            verdicts.append(res.verdict)
-            colour = {"pass": "green", "fail": "red"}.get(res.verdict, "yellow")
-            out.print(f"[{colour}]{res.verdict.upper():5s}[/] {spec.name} on {variant} "
-                      f"({res.seconds:.1f} s)")
-            for c in res.checks:
-                if not c.ok:
-                    out.print(f"      {c.message}", markup=False)
-            if res.error:
-                out.print(f"      could not complete: {res.error.splitlines()[0]}",
-                          markup=False)
-    writer.write()
+
+    class Progress(SuiteProgress):
+        def __init__(self, status: Status) -> None:
+            self.status = status
+
+        def building(self, line: str) -> None:
+            self.status.update(f"[bold]{line}")
+
+        def started(self, spec: ScenarioSpec, variant: str) -> None:
+            self.status.update(f"[bold]{spec.name} on {variant}...")
+
+        def finished(self, run: Run) -> None:
+            _print_run(run)
+
+    with err.status("starting...") as status:
+        progress = Progress(status)
+        results = run_suite(specs, results_dir, variants=args.variant, topology=args.topology,
+                            image_for=lambda v: _image(v, args.kernel),
+                            hooks_factory=PluginSession.for_scenario, progress=progress)
     _report(results_dir)
-    if "error" in verdicts:
-        return 2
-    return 1 if "fail" in verdicts else 0
+    return results.exit_code
 
 
-def _plugin_hooks() -> Callable[..., object]:
-    from cxlrig.scenario.plugin import PluginSession
+_VERDICT_COLOUR = {"pass": "green", "fail": "red", "skip": "dim"}
 
-    return PluginSession.for_scenario
+
+def _print_run(run: Run) -> None:
+    colour = _VERDICT_COLOUR.get(run.verdict.value, "yellow")
+    took = f" ({run.seconds:.1f} s)" if run.seconds is not None else ""
+    out.print(f"[{colour}]{run.verdict.value.upper():5s}[/] {run.scenario} on {run.variant}"
+              f"{took}")
+    for c in run.failed_checks:
+        out.print(f"      {c.message}", markup=False)
+    if run.error:
+        out.print(f"      could not complete: {run.error.splitlines()[0]}", markup=False)
+        if run.traceback and run.run_dir:
+            out.print(f"      traceback: {run.run_dir}/{run.traceback}", markup=False)
+    if run.reason:
+        out.print(f"      {run.reason}", markup=False)
 
 
 def _report(results_dir: Path) -> None:
-    import cxlrig.report.html as html
-    import cxlrig.report.junit as junit
     import cxlrig.report.terminal as terminal
-    from cxlrig.report import load_results
+    from cxlrig.report import write_reports
 
-    results = load_results(results_dir)
-    out.print(terminal.verdict_table(results))
-    junit.write(results, results_dir / "junit.xml")
-    page = html.render(results_dir)
-    out.print(f"report: {page}", markup=False)
+    files = write_reports(results_dir)
+    out.print(terminal.verdict_table(files.results))
+    out.print(f"report: {files.html}", markup=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -314,89 +305,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not plugin_file.exists():
         raise CxlrigError(f"{target}: neither results.json nor plugin.json there")
     from cxlrig.plugin import load_results
+    from cxlrig.plugin.tables import plugin_tables
 
-    res = load_results(plugin_file)
-    for ph in res.phases:
-        table = Table(title=f"phase {ph.name or '(open)'}: {ph.accesses} accesses"
-                      + (f", sampled 1/{res.sample}" if res.sampled else ""))
-        for col in ("node / device", "reads", "writes", "share", "modelled ms"):
-            table.add_column(col, justify="left" if col == "node / device" else "right")
-        total = ph.node_accesses or 1
-        for node, c in sorted(ph.nodes.items()):
-            modelled = f"{c.modelled_ns / 1e6:.2f}" if c.modelled_ns is not None else "-"
-            table.add_row(f"node {node}", str(c.reads), str(c.writes),
-                          f"{c.total / total:.1%}", modelled)
-        for dev, dc in sorted(ph.devices.items()):
-            table.add_row(f"  {dev}", str(dc.reads), str(dc.writes),
-                          f"{dc.total / total:.1%}", "")
-        table.add_row("unmatched", str(ph.unmatched.total), "", "", "")
+    for table in plugin_tables(load_results(plugin_file), args.top):
         out.print(table)
-        if ph.pages:
-            top = Table(title=f"top {args.top} pages")
-            for col in ("pa", "node", "reads", "writes"):
-                top.add_column(col, justify="right")
-            for pg in ph.top_pages(args.top):
-                top.add_row(f"{pg.pa:#x}", str(pg.node), str(pg.reads), str(pg.writes))
-            out.print(top)
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from cxlrig.machine.accel import kvm_device_usable
-    from cxlrig.qemu.probe import probe
+    from cxlrig.doctor import prerequisites
 
-    caps = probe()
-    header = cache_dir() / "qemu-src" / "include" / "qemu" / "qemu-plugin.h"
-    rows: list[tuple[str, bool, str, bool]] = []  # what, ok, detail, required
-    ver = ".".join(map(str, caps.version)) if caps.version else "not installed"
-    rows.append(("QEMU 10 or newer", bool(caps.version and caps.version >= (10, 0, 0)),
-                 caps.version_text or ver, True))
-    missing = caps.missing_cxl_devices
-    rows.append(("QEMU CXL devices", not missing,
-                 "all present" if not missing else "missing: " + ", ".join(missing), True))
-    rows.append(("QEMU TCG plugins", caps.plugins,
-                 "enabled" if caps.plugins else "-plugin not supported", True))
-    rows.append(("QEMU plugin header", header.exists(), str(header), True))
-    src = Path("/usr/src/linux-source-6.12.tar.xz")
-    rows.append(("Linux 6.12 source", src.exists(), str(src), True))
-    for tool in ("busybox", "cxl", "daxctl", "numactl"):
-        path = _which(tool)
-        rows.append((f"guest tool {tool}", path is not None, path or "not installed", True))
-    kvm_detail = "usable device; `auto` still proves KVM by booting the guest kernel" \
-        if kvm_device_usable() else "no usable /dev/kvm: TCG"
-    probes = sorted((cache_dir() / "kvm-probe").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    if probes:
-        import json
-
-        last = json.loads(probes[-1].read_text())
-        kvm_detail = ("proven: " if last["ok"] else "refused: ") + str(last["detail"])
-    rows.append(("KVM", True, kvm_detail, False))
-    rows.append(("cache", True, f"{cache_dir()} ({_du(cache_dir())})", False))
-    failed = [r for r in rows if r[3] and not r[1]]
+    rows = prerequisites()
+    failed = [r for r in rows if r.required and not r.ok]
     if not args.quiet or failed:
         table = Table(title="cxlrig doctor")
         table.add_column("prerequisite")
         table.add_column("ok")
         table.add_column("detail", overflow="fold")
-        for what, ok, detail, _ in rows:
-            table.add_row(what, "[green]yes[/]" if ok else "[red]NO[/]", detail)
+        for r in rows:
+            table.add_row(r.what, "[green]yes[/]" if r.ok else "[red]NO[/]", r.detail)
         (err if failed else out).print(table)
     return 1 if failed else 0
-
-
-def _which(tool: str) -> str | None:
-    import shutil
-
-    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/bin:/usr/bin")
-
-
-def _du(path: Path) -> str:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return f"{total / (1 << 20):.0f} MiB"
 
 
 # -- parser ---------------------------------------------------------------------

@@ -18,9 +18,10 @@ from cxlrig.guest.boot import GuestImage
 from cxlrig.images.initramfs import build_initramfs
 from cxlrig.images.kernel import build_kernel
 from cxlrig.plugin import load_results
+from cxlrig.results import Step
 from cxlrig.scenario.model import PluginSpec, load_scenario
 from cxlrig.scenario.plugin import PluginSession
-from cxlrig.scenario.runner import StepResult, run_scenario
+from cxlrig.scenario.runner import run_scenario
 
 from ..conftest import REPO
 
@@ -31,7 +32,7 @@ def within(got: float, want: float, rel: float = 0.02) -> bool:
     return abs(got - want) <= rel * want
 
 
-def phase1_sets(steps: dict[str | None, StepResult]) -> tuple[dict[str, Any], dict[str, set[int]]]:
+def phase1_sets(steps: dict[str, Step]) -> tuple[dict[str, Any], dict[str, set[int]]]:
     """What the workload says it did in phase 1, and the physical pages it listed,
     per set ("hot", "cold")."""
     final = steps["done"].data["sets"]

@@ -164,8 +164,8 @@ def test_ids_are_unique_and_every_reference_resolves(all_pass: Path) -> None:
 
 
 def test_a_long_series_is_merged_keeping_its_totals() -> None:
-    from cxlrig.report.model import Access, SeriesPoint
     from cxlrig.report.plots import coarsen
+    from cxlrig.results.model import Access, SeriesPoint
 
     points = [SeriesPoint(t=float(i), unit="insn", nodes={0: Access(i, 1), 1: Access(1, 0)})
               for i in range(1, 1001)]

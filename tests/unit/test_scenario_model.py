@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cxlrig.results import Step
 from cxlrig.scenario.model import ExpectSpec, ScenarioError, load_scenario
-from cxlrig.scenario.runner import Context, StepResult, check, expand_steps, lookup
+from cxlrig.scenario.runner import Context, check, expand_steps, lookup
 from cxlrig.topology import load
 
 from ..conftest import REPO
@@ -60,8 +61,8 @@ def test_templates_and_checks() -> None:
     topo = load(REPO / "topologies" / "numa-dram2-cxl.yaml")
     ctx = Context(topo, "v2")
     assert ctx.vars["cxl_node"] == 2
-    ctx.steps["a"] = StepResult("a", "run", "", "root", 0, 0.1, "out", "",
-                                {"pages": [{"pa": "0x1000", "node": 2}], "n": 3})
+    ctx.steps["a"] = Step(id="a", kind="run", command="", user="root", status=0, seconds=0.1,
+                          stdout="out", data={"pages": [{"pa": "0x1000", "node": 2}], "n": 3})
     assert ctx.expand("mpp phys --pa ${a.pages[0].pa} --to ${dram_node}") == \
         "mpp phys --pa 0x1000 --to 0"
     assert ctx.resolve("${a.n}") == 3

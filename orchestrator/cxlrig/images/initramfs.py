@@ -41,11 +41,17 @@ class InitramfsError(CxlrigError):
     """The initramfs could not be built."""
 
 
-def _which(tool: str) -> Path:
+def find_host_tool(tool: str) -> Path | None:
+    """``tool`` on PATH, or in the system directories a non-root PATH may lack."""
     found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    return Path(found) if found else None
+
+
+def _which(tool: str) -> Path:
+    found = find_host_tool(tool)
     if found is None:
         raise InitramfsError(f"{tool} is not installed on the host (run 'make setup')")
-    return Path(found)
+    return found
 
 
 def _libraries(binary: Path) -> list[Path]:

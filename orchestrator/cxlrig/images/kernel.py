@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO
 
 from cxlrig.errors import CxlrigError
+from cxlrig.files import write_atomic
 from cxlrig.paths import REPO, cache_dir
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def _write_merged_config(config: Path, wanted: Mapping[str, str]) -> None:
             kept.append(line)
     for name, value in wanted.items():
         kept.append(f"# {name} is not set" if value == "n" else f"{name}={value}")
-    _write_atomic(config, ("\n".join(kept) + "\n").encode())
+    write_atomic(config, ("\n".join(kept) + "\n").encode())
 
 
 # ---- cache keys ----------------------------------------------------------------------
@@ -330,23 +331,8 @@ def kernel_path(variant_name: str, *, tarball: Path = DEFAULT_TARBALL) -> Path |
 # ---- small file helpers ----------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
-    _write_atomic(dst, src.read_bytes(), src.stat().st_mode & 0o7777)
+    write_atomic(dst, src.read_bytes(), src.stat().st_mode & 0o7777)
 
 
 @contextlib.contextmanager
@@ -470,7 +456,7 @@ def _manage(src: _SourceTree, paths: Iterable[str]) -> list[str]:
         if shipped.is_file():
             _copy_atomic(shipped, src.pristine / path)
         managed.append(path)
-        _write_atomic(src.managed_list, ("\n".join(managed) + "\n").encode())
+        write_atomic(src.managed_list, ("\n".join(managed) + "\n").encode())
     return managed
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxlrig.errors import CxlrigError
+from cxlrig.files import write_atomic
 from cxlrig.machine.runner import set_pdeathsig
 from cxlrig.paths import cache_dir
 from cxlrig.qemu.probe import probe
@@ -76,11 +77,18 @@ def cached_kvm_probe(kernel: Path, binary: str = "qemu-system-x86_64") -> tuple[
         data = json.loads(path.read_text())
         return bool(data["ok"]), f"{data['detail']} (cached)"
     ok, detail = probe_kvm(kernel, binary)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"ok": ok, "detail": detail}))
-    tmp.rename(path)
+    write_atomic(path, json.dumps({"ok": ok, "detail": detail}).encode())
     return ok, detail
+
+
+def last_kvm_probe() -> tuple[bool, str] | None:
+    """The verdict of the most recent KVM probe on this machine, if any was made."""
+    probes = sorted((cache_dir() / "kvm-probe").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(probes):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            data = json.loads(path.read_text())
+            return bool(data["ok"]), str(data["detail"])
+    return None
 
 
 def probe_kvm(kernel: Path, binary: str = "qemu-system-x86_64") -> tuple[bool, str]:

@@ -6,7 +6,12 @@ directory can be re-rendered at any time without QEMU. The submodules
 matplotlib).
 """
 
-from cxlrig.report.model import (
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxlrig.results.model import (
     Access,
     Check,
     Mark,
@@ -24,6 +29,23 @@ from cxlrig.report.model import (
     parse_results,
 )
 
+
+@dataclass(frozen=True)
+class ReportFiles:
+    results: Results
+    junit: Path
+    html: Path
+
+
+def write_reports(results_dir: str | Path) -> ReportFiles:
+    """JUnit XML and the HTML page of a results directory, from its results.json alone."""
+    from cxlrig.report import html, junit
+
+    results = load_results(results_dir)
+    return ReportFiles(results, junit.write(results, results.directory / "junit.xml"),
+                       html.render(results))
+
+
 __all__ = [
     "Access",
     "Check",
@@ -32,6 +54,7 @@ __all__ = [
     "NodeAccess",
     "Phase",
     "PluginData",
+    "ReportFiles",
     "Results",
     "ResultsFormatError",
     "Run",
@@ -40,4 +63,5 @@ __all__ = [
     "Verdict",
     "load_results",
     "parse_results",
+    "write_reports",
 ]

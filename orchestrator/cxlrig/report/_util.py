@@ -1,13 +1,9 @@
-"""Small helpers the report writers share: atomic files and text made safe to show."""
+"""Small helpers the report writers share: text made safe to show."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 # Characters XML 1.0 cannot carry at all (even escaped), plus the C1 controls and
@@ -24,21 +20,3 @@ def json_value(value: Any, limit: int = 200) -> str:
     """A JSON value as one short line, for expected and actual values."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; a report is meant to be read by others.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -16,10 +16,11 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from cxlrig.files import write_atomic
 from cxlrig.report import plots
-from cxlrig.report._util import json_value, showable, write_atomic
-from cxlrig.report.model import Check, Results, Run, Step, Verdict, load_results
+from cxlrig.report._util import json_value, showable
 from cxlrig.report.terminal import summary_line
+from cxlrig.results.model import Check, Results, Run, Step, Verdict, load_results
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ pre { background: var(--head); border: 1px solid var(--line); padding: .5em .7em
          border-radius: 1em; color: white; font-weight: 700; font-size: .85em;
          text-transform: uppercase; letter-spacing: .03em; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
-.badge.error { background: var(--error); }
+.badge.error { background: var(--error); } .badge.skip { background: #6e7781; }
 .outcome { display: block; margin-top: .2em; }
 .actual { display: block; color: var(--muted); font-size: .9em; }
 tr.failed td { background: #ffebe9; }
@@ -292,8 +293,14 @@ def _run_section(results: Results, run: Run) -> str:
              f" · predicted: {_e(run.predicted)}" if run.predicted else "",
              "</p>", _files(results, run)]
     if run.error:
-        parts.append(f"<h4>Could not complete</h4><pre class=\"error-text\">"
+        where = f" (step {_e(run.error_step)})" if run.error_step else ""
+        parts.append(f"<h4>Could not complete{where}</h4><pre class=\"error-text\">"
                      f"{_e(run.error)}</pre>")
+        if run.traceback and run.run_dir:
+            href = quote(f"{run.run_dir}/{run.traceback}")
+            parts.append(f'<p class="meta">traceback: <a href="{href}">{_e(run.traceback)}</a></p>')
+    if run.reason:
+        parts.append(f"<p>Skipped: {_e(run.reason)}</p>")
     parts.append(_checks(run))
     parts.append(f"<h4>Steps</h4>{_steps(run)}")
     figures = run_plots(run)
@@ -363,11 +370,12 @@ def page(results: Results) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def render(results_dir: str | Path) -> Path:
-    """Read ``results_dir/results.json`` and write ``results_dir/report.html`` atomically."""
-    directory = Path(results_dir)
-    results = load_results(directory)
-    path = directory / REPORT_FILE
+def render(results: Results | str | Path) -> Path:
+    """Write ``report.html`` atomically into the results directory (read from disk
+    when given its path) and return its path."""
+    if not isinstance(results, Results):
+        results = load_results(results)
+    path = results.directory / REPORT_FILE
     write_atomic(path, page(results).encode("utf-8"))
     log.info("wrote %s", path)
     return path

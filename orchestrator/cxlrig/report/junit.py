@@ -2,7 +2,7 @@
 
 A run whose checks failed is a ``<failure>``; a run that could not complete
 (the guest never came up, a step timed out) is an ``<error>``, matching the
-exit codes 1 and 2.
+exit codes 1 and 2; a scenario that does not apply is ``<skipped>`` with the reason.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from cxlrig.report._util import json_value, showable, write_atomic
-from cxlrig.report.model import Results, Run, Verdict
+from cxlrig.files import write_atomic
+from cxlrig.report._util import json_value, showable
+from cxlrig.results.model import Results, Run, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def _testcase(run: Run) -> ET.Element:
             "type": "RunError",
         })
         el.text = showable(run.error or "")
+    elif run.verdict is Verdict.SKIP:
+        ET.SubElement(case, "skipped", {"message": showable(run.reason or "")})
     steps = _steps_text(run)
     if steps:
         ET.SubElement(case, "system-out").text = showable(steps)
@@ -92,7 +95,7 @@ def to_element(results: Results) -> ET.Element:
             "tests": str(len(runs)),
             "failures": str(sum(r.verdict is Verdict.FAIL for r in runs)),
             "errors": str(sum(r.verdict is Verdict.ERROR for r in runs)),
-            "skipped": "0",
+            "skipped": str(sum(r.verdict is Verdict.SKIP for r in runs)),
             "time": _seconds(sum(r.seconds or 0.0 for r in runs)),
         })
         if results.started:
@@ -102,6 +105,7 @@ def to_element(results: Results) -> ET.Element:
     root.set("tests", str(len(results.runs)))
     root.set("failures", str(results.count(Verdict.FAIL)))
     root.set("errors", str(results.count(Verdict.ERROR)))
+    root.set("skipped", str(results.count(Verdict.SKIP)))
     root.set("time", _seconds(sum(r.seconds or 0.0 for r in results.runs)))
     return root
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
-from cxlrig.report.model import Access, Mark, Measurement, Phase, SeriesPoint
+from cxlrig.results.model import Access, Mark, Measurement, Phase, SeriesPoint
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from rich.table import Table
 from rich.text import Text
 
 from cxlrig.report._util import showable
-from cxlrig.report.model import Results, Run, Verdict
+from cxlrig.results.model import Results, Run, Verdict
 
 log = logging.getLogger(__name__)
 
-VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red", Verdict.ERROR: "bold yellow"}
+VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red",
+                 Verdict.ERROR: "bold yellow", Verdict.SKIP: "dim"}
 
 #: A cell's outcome is cut to this many characters: the HTML report has the rest.
 OUTCOME_CHARS = 60
@@ -59,3 +60,4 @@ def summary_line(results: Results) -> str:
     head = f"{n} run{'' if n == 1 else 's'}"
     parts = [f"{results.count(v)} {v.value}" for v in Verdict if results.count(v)]
     return f"{head}: {', '.join(parts)}" if parts else head
+

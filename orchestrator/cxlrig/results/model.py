@@ -1,8 +1,10 @@
-"""A results directory's ``results.json``, read into frozen dataclasses.
+"""The one results contract: what a scenario run produced, as frozen dataclasses.
 
-This is the reports' only view of a run: it reads the file the scenario
-runner wrote and nothing else of ours, so a results directory from last night
-can be re-rendered today without QEMU or a guest.
+The scenario runner builds these objects, :mod:`cxlrig.results.writer` writes
+them to ``results.json``, the JSON Schema in ``docs/results.schema.json`` is
+generated from them (:mod:`cxlrig.results.schema`), and every report reads
+them back with :func:`load_results` and nothing else of ours, so a results
+directory from last night can be re-rendered today without QEMU or a guest.
 
 Optional fields may be absent (older or partial files); required ones are
 reported all at once, each as ``file: path.to.key: what is wrong``.
@@ -14,7 +16,7 @@ import enum
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -22,8 +24,11 @@ from cxlrig.errors import CxlrigError
 
 log = logging.getLogger(__name__)
 
-#: The ``version`` of ``results.json`` this reader understands.
-VERSION = 1
+#: The ``version`` of ``results.json`` this cxlrig writes. Version 2 added the
+#: ``skip`` verdict, ``reason``, ``error_step``, ``traceback`` and the plugin's
+#: ``sample``; a version 1 file has the same shape without them and reads as is.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 RESULTS_FILE = "results.json"
 
 
@@ -41,6 +46,8 @@ class Verdict(enum.StrEnum):
     FAIL = "fail"
     #: The run could not complete, so nothing was judged.
     ERROR = "error"
+    #: Not run, for the ``reason`` given (the scenario does not apply).
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,8 @@ class PluginData:
     phases: tuple[Phase, ...] = ()
     series: tuple[SeriesPoint, ...] = ()
     marks: tuple[Mark, ...] = ()
+    #: The plugin counted one access in ``sample`` (counts are scaled back up).
+    sample: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,12 @@ class Run:
     #: Relative to the results directory; None when the runner wrote none.
     run_dir: str | None = None
     error: str | None = None
+    #: With an error raised by a step: that step's id (or its command).
+    error_step: str | None = None
+    #: With an error: the file in the run directory holding the traceback.
+    traceback: str | None = None
+    #: With skip: why the scenario was not run.
+    reason: str | None = None
     steps: tuple[Step, ...] = ()
     checks: tuple[Check, ...] = ()
     measurements: tuple[Measurement, ...] = ()
@@ -158,6 +173,8 @@ class Run:
         if self.verdict is Verdict.ERROR:
             first = (self.error or "").strip().splitlines()
             return first[0] if first else "could not complete"
+        if self.verdict is Verdict.SKIP:
+            return f"skipped: {self.reason}" if self.reason else "skipped"
         failed = self.failed_checks
         if self.verdict is Verdict.FAIL:
             if not failed:
@@ -168,14 +185,24 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Results:
-    #: The results directory the file was read from.
-    directory: Path
+class ResultsFile:
+    """What ``results.json`` holds; the JSON Schema is generated from this."""
+
     version: int
     runs: tuple[Run, ...]
     started: str | None = None
+    #: None while the run is still going (the file is rewritten after each run).
     finished: str | None = None
+    #: The cxlrig version that wrote the file.
     cxlrig: str | None = None
+
+
+@dataclass(frozen=True)
+class Results(ResultsFile):
+    """A results file as read back, with the directory it was read from."""
+
+    #: The results directory the file was read from.
+    directory: Path = field(default=Path(), kw_only=True)
 
     @property
     def scenarios(self) -> tuple[str, ...]:
@@ -203,7 +230,8 @@ class Results:
 
     @property
     def exit_code(self) -> int:
-        """The house convention: 0 all passed, 1 a check failed, 2 a run could not complete."""
+        """The house convention: 0 all passed (skips included), 1 a check failed,
+        2 a run could not complete."""
         if self.count(Verdict.ERROR):
             return 2
         return 1 if self.count(Verdict.FAIL) else 0
@@ -355,6 +383,7 @@ def _plugin(r: _Reader, o: Mapping[str, Any], where: str) -> PluginData:
         phases=r.objects(o, "phases", where, lambda v, w: _phase(r, v, w)),
         series=r.objects(o, "series", where, lambda v, w: _series_point(r, v, w)),
         marks=r.objects(o, "marks", where, lambda v, w: _mark(r, v, w)),
+        sample=r.get(o, "sample", where, int, 1),
     )
 
 
@@ -400,14 +429,14 @@ def _measurement(r: _Reader, o: Mapping[str, Any], where: str) -> Measurement | 
                        max=r.get(o, "max", where, float, None))
 
 
-def _run_dir(r: _Reader, o: Mapping[str, Any], where: str) -> str | None:
-    value: str | None = r.get(o, "run_dir", where, str, None)
+def _relative(r: _Reader, o: Mapping[str, Any], key: str, where: str) -> str | None:
+    value: str | None = r.get(o, key, where, str, None)
     if not value:
         return None
     p = PurePosixPath(value)
     # Links are made relative to the results directory: keep them inside it.
     if p.is_absolute() or ".." in p.parts or not p.parts:
-        r.problem(f"{where}.run_dir", f"must be a relative path inside the results directory, "
+        r.problem(f"{where}.{key}", f"must be a relative path inside the results directory, "
                   f"got {value!r}")
         return None
     return value
@@ -439,8 +468,11 @@ def _run(r: _Reader, o: Mapping[str, Any], where: str) -> Run | None:
         topology=r.get(o, "topology", where, str, ""),
         predicted=r.get(o, "predicted", where, str, ""),
         seconds=r.get(o, "seconds", where, float, None),
-        run_dir=_run_dir(r, o, where),
+        run_dir=_relative(r, o, "run_dir", where),
         error=r.get(o, "error", where, str, None),
+        error_step=r.get(o, "error_step", where, str, None),
+        traceback=_relative(r, o, "traceback", where),
+        reason=r.get(o, "reason", where, str, None),
         steps=r.objects(o, "steps", where, lambda v, w: _step(r, v, w)),
         checks=r.objects(o, "checks", where, lambda v, w: _check(r, v, w)),
         measurements=r.objects(o, "measurements", where, lambda v, w: _measurement(r, v, w)),
@@ -459,10 +491,11 @@ def parse_results(data: Any, directory: Path, source: Path | None = None) -> Res
         raise ResultsFormatError(source, [f"expected a JSON object at the top, "
                                           f"got {_json_type(data)}"])
     version = r.get(data, "version", "", int)
-    if version is not None and version != VERSION:
+    if version is not None and version not in READABLE_VERSIONS:
         # Nothing else is read: an unknown version may mean anything.
+        known = " and ".join(str(v) for v in READABLE_VERSIONS)
         raise ResultsFormatError(source, [f"version: unknown version {version} "
-                                          f"(this cxlrig reads version {VERSION})"])
+                                          f"(this cxlrig reads versions {known})"])
     runs = r.get(data, "runs", "", list)
     parsed: list[Run] = []
     for i, item in enumerate(runs or []):

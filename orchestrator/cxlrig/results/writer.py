@@ -1,43 +1,71 @@
-"""Results on disk: one results directory per ``cxlrig run``.
+"""Writing ``results.json``: one results directory per suite of scenario runs.
 
-``results.json`` is rewritten (atomically) after every scenario run, so an
-interrupted run keeps what it finished; reports read only this directory.
+The file is rewritten (atomically) after every run, so an interrupted suite
+keeps what it finished; reports read only this directory.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cxlrig import __version__
+from pydantic import TypeAdapter
 
-VERSION = 1
+from cxlrig import __version__
+from cxlrig.files import write_atomic
+from cxlrig.results.model import RESULTS_FILE, VERSION, ResultsFile, Run
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+@cache
+def _adapter() -> TypeAdapter[ResultsFile]:
+    return TypeAdapter(ResultsFile)
+
+
+def to_json_data(doc: ResultsFile) -> dict[str, Any]:
+    """``doc`` as the JSON value ``results.json`` holds (node ids become string keys)."""
+    data: dict[str, Any] = _adapter().dump_python(doc, mode="json")
+    data.pop("directory", None)  # a Results read back: where it was read is not content
+    return data
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``results.json``, generated from :class:`ResultsFile`."""
+    schema: dict[str, Any] = _adapter().json_schema()
+    schema["properties"]["version"] = {"const": VERSION, "title": "Version",
+                                       "description": "the format version"}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "cxlrig results.json",
+            "description": "What a 'cxlrig run' produced: one entry per scenario and kernel "
+                           "variant. Generated from cxlrig.results.model; do not edit.",
+            **{k: v for k, v in schema.items() if k != "title"}}
+
+
 class ResultsWriter:
+    """Collects runs and keeps ``DIR/results.json`` up to date."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         self.started = _now()
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[Run] = []
 
-    def add(self, run: dict[str, Any]) -> None:
+    def add(self, run: Run) -> None:
         self.runs.append(run)
         self.write(finished=False)
 
+    def document(self, finished: bool = True) -> ResultsFile:
+        return ResultsFile(version=VERSION, runs=tuple(self.runs), started=self.started,
+                           finished=_now() if finished else None, cxlrig=__version__)
+
     def write(self, finished: bool = True) -> Path:
-        doc = {"version": VERSION, "started": self.started,
-               "finished": _now() if finished else None, "cxlrig": __version__,
-               "runs": self.runs}
-        target = self.path / "results.json"
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        os.replace(tmp, target)
+        target = self.path / RESULTS_FILE
+        text = json.dumps(to_json_data(self.document(finished)), indent=1) + "\n"
+        write_atomic(target, text.encode())
         return target

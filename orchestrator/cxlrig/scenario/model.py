@@ -50,11 +50,18 @@ class MeasureSpec(_Strict):
     max: str | None = "timing.max_ns"
 
 
+class QmpSpec(_Strict):
+    """A QMP command sent to the machine, its reply the step's data."""
+
+    execute: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+    arguments: dict[str, Any] | None = None
+
+
 class StepSpec(_Strict):
     id: Ident | None = None
     run: str | None = None
     mark: str | None = None
-    qmp: dict[str, Any] | None = None
+    qmp: QmpSpec | None = None
     promote: PromoteSpec | None = None
     user: Literal["root", "user"] = "root"
     #: Parse the last line of stdout that is a JSON object into the step's data.
@@ -168,6 +175,7 @@ def load_scenario(path: str | FsPath) -> tuple[ScenarioSpec, Located]:
 def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
     problems = []
     ids: dict[str, int] = {}
+    marks: set[str] = set()
     for i, st in enumerate(spec.steps):
         if st.id is not None:
             if st.id in ids:
@@ -180,9 +188,26 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
         if st.workload is not None and st.workload not in ids:
             problems.append(doc.problem(("steps", i, "workload"),
                                         f"no earlier step '{st.workload}'"))
-        if st.promote is not None and st.promote.via == "virt" and st.promote.pages_from is None:
-            problems.append(doc.problem(("steps", i, "promote"),
-                                        "via: virt needs pages_from: a step listing the pages"))
+        if st.mark is not None:
+            marks.add(st.mark)
+        if (st.mark is not None or st.promote is not None) and spec.plugin is None:
+            what = "mark" if st.mark is not None else "promote"
+            problems.append(doc.problem(("steps", i, what), f"a '{what}' step needs the "
+                                        "plugin: add 'plugin: {}' to the scenario"))
+        if st.promote is not None:
+            if st.promote.via == "virt" and st.promote.pages_from is None:
+                problems.append(doc.problem(("steps", i, "promote"),
+                                            "via: virt needs pages_from: a step listing the "
+                                            "pages"))
+            if st.promote.pages_from is not None and st.promote.pages_from not in ids:
+                problems.append(doc.problem(("steps", i, "promote", "pages_from"),
+                                            f"no earlier step '{st.promote.pages_from}'"))
+            # A phase named through a template is only known at run time.
+            phase = st.promote.phase
+            if "${" not in phase and phase not in marks and not any("${" in m for m in marks):
+                known = ", ".join(sorted(marks)) or "no mark step comes before it"
+                problems.append(doc.problem(("steps", i, "promote", "phase"),
+                                            f"no earlier mark '{phase}' (marked: {known})"))
     for key, checks in spec.expect.items():
         for j, ex in enumerate(checks):
             if ex.step not in ids:

@@ -1,8 +1,9 @@
 """The plugin inside a scenario: phase marks, the promotion policy, the summary.
 
-QEMU starts with the plugin knowing only DRAM (read from a paused twin of
-the machine's memory tree); once the guest has created its regions, their
-ranges and interleave go to the running plugin over its control socket.
+QEMU starts paused with the plugin knowing nothing of the address map: the
+DRAM ranges, read from that same machine's memory tree, go to the plugin
+over its control socket before the first guest instruction runs; once the
+guest has created its regions, their ranges and interleave follow.
 A ``mark`` step closes a phase under a name; a ``promote`` step ranks the
 pages of a node by the accesses the plugin counted in a named phase and
 moves the hottest to another node, by physical address (move_phys_pages)
@@ -11,7 +12,6 @@ or by virtual address (move_pages), as a user-space tiering policy would.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -23,22 +23,25 @@ from typing import Any
 from cxlrig.errors import CheckFailed
 from cxlrig.guest.boot import Guest
 from cxlrig.guest.cxl import NodeState
-from cxlrig.machine.check import paused_memory_tree
+from cxlrig.machine.runner import Machine
 from cxlrig.plugin import (
     AddressMap,
     Control,
+    PluginConfigError,
     build_plugin,
     dram_map,
     load_results,
     map_args,
-    parse_mtree,
     plugin_args,
     region_map,
 )
 from cxlrig.plugin.results import Phase, PluginResults
 from cxlrig.qemu.args import Plugin
+from cxlrig.qemu.mtree import MemoryLayout
+from cxlrig.results import Access, Mark, NodeAccess, PluginData, SeriesPoint, Step
+from cxlrig.results import Phase as PhaseResult
 from cxlrig.scenario.model import PluginSpec, ScenarioSpec, StepSpec
-from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, StepResult, lookup
+from cxlrig.scenario.runner import Context, Hook, ScenarioRunError, last_json_object, lookup
 from cxlrig.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -92,14 +95,16 @@ class PluginSession:
 
     def __init__(self, cfg: PluginSpec, topo: Topology, run_path: Path) -> None:
         self.topo = topo
+        self.cfg = cfg
         self.out = run_path / "plugin.json"
-        self.layout = parse_mtree(paused_memory_tree(topo, run_path))
         self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-p-"))
         self.control_path = self._sockdir / "control.sock"
-        args = plugin_args(dram_map(topo, self.layout), out=self.out, control=self.control_path,
+        # No map yet: it is sent over the control socket while QEMU is paused.
+        args = plugin_args(AddressMap(), out=self.out, control=self.control_path,
                            sample=cfg.sample, interval=cfg.interval or None,
                            interval_unit=cfg.interval_unit, delay=cfg.delay)
         self.plugin = Plugin(build_plugin(), args)
+        self.layout: MemoryLayout | None = None
         self.control: Control | None = None
 
     @classmethod
@@ -107,11 +112,17 @@ class PluginSession:
                      run_path: Path) -> PluginSession | None:
         return cls(spec.plugin, topo, run_path) if spec.plugin is not None else None
 
+    def before_start(self, machine: Machine, layout: MemoryLayout) -> None:
+        """QEMU is paused: give the plugin the DRAM map before any access is made."""
+        self.layout = layout
+        self.control = Control(self.control_path)
+        self.control.connect()
+        self.control.add(map_args(dram_map(self.topo, layout)))
+
     def attach(self, guest: Guest) -> None:
         """Tell the running plugin where the guest put its regions, then check
         the plugin's map against the guest's own view of its memory."""
-        self.control = Control(self.control_path)
-        self.control.connect()
+        assert self.control is not None and self.layout is not None, "before_start() first"
         self.control.snapshot("boot")
         bases = {r.id: r.base for r in guest.regions if r.type == "ram"}
         amap = dram_map(self.topo, self.layout)
@@ -119,6 +130,9 @@ class PluginSession:
             regions = region_map(self.topo, self.layout, bases)
             self.control.add(map_args(regions))
             amap = amap.merged(regions)
+        if self.cfg.delay and not amap.latencies:
+            raise PluginConfigError(["delay: needs a latency for at least one node "
+                                     "(performance: in the topology)"])
         self.control.reset()
         iomem = guest.session.run("grep 'System RAM' /proc/iomem", check=True).stdout
         problems = check_iomem(amap, iomem, guest.nodes)
@@ -138,7 +152,7 @@ class PluginSession:
         return load_results(self.out)
 
     def _mark(self, st: StepSpec, loop: dict[str, Any], guest: Guest,
-              ctx: Context) -> StepResult:
+              ctx: Context) -> Step:
         assert self.control is not None and st.mark is not None
         name = ctx.expand(st.mark)
         start = time.monotonic()
@@ -147,8 +161,8 @@ class PluginSession:
         data: dict[str, Any] = {"phase": name, "index": index, **self._shares(phase)}
         if st.workload is not None:
             data.update(self._workload_share(phase, ctx.steps[st.workload].data))
-        return StepResult(st.id, "mark", f"mark {name}", "", 0, time.monotonic() - start,
-                          data=data)
+        return Step(id=st.id or "", kind="mark", command=f"mark {name}", status=0,
+                    seconds=time.monotonic() - start, data=data)
 
     def _shares(self, phase: Phase) -> dict[str, Any]:
         dram = [n.node for n in self.topo.nodes]
@@ -169,7 +183,7 @@ class PluginSession:
                 "workload_dram_share": on_dram / total if total else None}
 
     def _promote(self, st: StepSpec, loop: dict[str, Any], guest: Guest,
-                 ctx: Context) -> StepResult:
+                 ctx: Context) -> Step:
         pr = st.promote
         assert pr is not None
         source = int(ctx.resolve(pr.source_node))
@@ -196,8 +210,7 @@ class PluginSession:
                                        f"workload of step '{pr.pages_from}'")
             command = f"mpp virt --pid {pid} --va {','.join(vas)} --to {target}"
         res = guest.session.run(command)
-        report = next((json.loads(ln) for ln in reversed(res.stdout.splitlines())
-                       if ln.startswith("{")), None)
+        report = last_json_object(res.stdout)
         if report is None:
             raise ScenarioRunError(f"promote: {command!r} gave no report: {res.stderr[-300:]}")
         status = report.get("first_call", {}).get("status", [])
@@ -205,10 +218,12 @@ class PluginSession:
                                           for p in top],
                 "requested": len(status), "moved": sum(1 for s in status if s == target),
                 "call": report.get("first_call")}
-        return StepResult(st.id, "promote", command, "root", res.status, res.seconds,
-                          res.stdout, res.stderr, data)
+        return Step(id=st.id or "", kind="promote", command=command, user="root",
+                    status=res.status, seconds=res.seconds, stdout=res.stdout,
+                    stderr=res.stderr, data=data)
 
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> PluginData | None:
+        """The plugin's phases, series and marks for the results; None if it left none."""
         if self.control is not None:
             self.control.close()
         shutil.rmtree(self._sockdir, ignore_errors=True)
@@ -218,18 +233,16 @@ class PluginSession:
             log.warning("plugin results unreadable: %s", exc)
             return None
         dram = [n.node for n in self.topo.nodes]
-        phases = []
-        for ph in results.named_phases:
-            phases.append({
-                "name": ph.name,
-                "nodes": {str(k): {"reads": v.reads, "writes": v.writes,
-                                   "modelled_ns": v.modelled_ns} for k, v in ph.nodes.items()},
-                "devices": {k: {"reads": v.reads, "writes": v.writes}
-                            for k, v in ph.devices.items()},
-                "dram_share": ph.dram_share(dram)})
+        phases = tuple(PhaseResult(
+            name=ph.name,
+            nodes={k: NodeAccess(v.reads, v.writes, v.modelled_ns) for k, v in ph.nodes.items()},
+            devices={k: Access(v.reads, v.writes) for k, v in ph.devices.items()},
+            dram_share=ph.dram_share(dram)) for ph in results.named_phases)
         # Series points and marks on one clock: the plugin's ns since load.
-        series = [{"t": float(pt.ns), "unit": "ns",
-                   "nodes": {str(k): {"reads": v.reads, "writes": v.writes}
-                             for k, v in pt.nodes.items()}} for pt in results.series]
-        marks = [{"name": ph.name, "t": float(ph.end_ns)} for ph in results.named_phases]
-        return {"phases": phases, "series": series, "marks": marks, "sample": results.sample}
+        series = tuple(SeriesPoint(t=float(pt.ns), unit="ns",
+                                   nodes={k: Access(v.reads, v.writes)
+                                          for k, v in pt.nodes.items()})
+                       for pt in results.series)
+        marks = tuple(Mark(ph.name, float(ph.end_ns)) for ph in results.named_phases
+                      if ph.name is not None)
+        return PluginData(phases=phases, series=series, marks=marks, sample=results.sample)

@@ -12,15 +12,29 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
-from cxlrig.machine.runner import RunDir
+from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.paths import REPO
+from cxlrig.qemu.args import Plugin
+from cxlrig.qemu.mtree import MemoryLayout
+from cxlrig.results import (
+    Check,
+    Measurement,
+    PluginData,
+    Results,
+    ResultsWriter,
+    Run,
+    Step,
+    Verdict,
+    load_results,
+)
 from cxlrig.scenario.model import ExpectSpec, MeasureSpec, ScenarioSpec, StepSpec
 from cxlrig.topology import Topology, load
 
@@ -29,61 +43,24 @@ log = logging.getLogger(__name__)
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _STEP_REF = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)(.*)$")
+#: A step's stdout and stderr keep this many characters in results.json.
 STDOUT_KEEP = 4096
+#: In a run directory: the traceback of whatever ended a run as ``error``.
+TRACEBACK_FILE = "traceback.txt"
 
 
 class ScenarioRunError(CxlrigError):
     """The scenario could not run to the end."""
 
 
-@dataclass
-class StepResult:
-    id: str | None
-    kind: str
-    command: str
-    user: str
-    status: int
-    seconds: float
-    stdout: str = ""
-    stderr: str = ""
-    data: Any = None
+class StepFailed(ScenarioRunError):
+    """A step raised: whatever it was, the run ends as ``error`` naming the step."""
 
-
-@dataclass
-class CheckResult:
-    step: str
-    field: str
-    op: str
-    expected: Any
-    actual: Any
-    ok: bool
-    message: str
-
-
-@dataclass
-class RunResult:
-    scenario: str
-    title: str
-    point: str
-    reviewers: list[str]
-    variant: str
-    topology: str
-    predicted: str
-    verdict: str = "error"
-    seconds: float = 0.0
-    run_dir: str = ""
-    error: str | None = None
-    steps: list[StepResult] = field(default_factory=list)
-    checks: list[CheckResult] = field(default_factory=list)
-    measurements: list[dict[str, Any]] = field(default_factory=list)
-    plugin: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        for st in out["steps"]:
-            st["stdout"] = st["stdout"][-STDOUT_KEEP:]
-            st["stderr"] = st["stderr"][-STDOUT_KEEP:]
-        return out
+    def __init__(self, step: str, cause: BaseException) -> None:
+        what = str(cause) if isinstance(cause, CxlrigError) else \
+            f"{type(cause).__name__}: {cause}"
+        super().__init__(f"step {step}: {what}")
+        self.step = step
 
 
 def lookup(data: Any, path: str) -> Any:
@@ -112,7 +89,7 @@ class Context:
             "cxl_node": ram[0].node if ram else -1,
             "cxl_nodes": ",".join(str(n) for n in sorted({r.node for r in ram})),
         }
-        self.steps: dict[str, StepResult] = {}
+        self.steps: dict[str, Step] = {}
 
     def value(self, name: str) -> Any:
         name = name.strip()
@@ -162,30 +139,22 @@ def expand_steps(steps: list[StepSpec], variant: str) -> list[tuple[StepSpec, di
     return out
 
 
-def _json_line(stdout: str) -> Any:
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return None
-
-
-def check(ex: ExpectSpec, ctx: Context) -> CheckResult:
+def check(ex: ExpectSpec, ctx: Context) -> Check:
     step = ctx.steps.get(ex.step)
     expected = ctx.resolve(ex.expected)
     ex = ex.model_copy(update={"field": ctx.expand(ex.field)})
+
+    def result(actual: Any, ok: bool, message: str) -> Check:
+        return Check(ok=ok, message=message, step=ex.step, field=ex.field, op=ex.op,
+                     expected=expected, actual=actual)
+
     if step is None:
-        return CheckResult(ex.step, ex.field, ex.op, expected, None, False,
-                           f"step '{ex.step}' did not run")
+        return result(None, False, f"step '{ex.step}' did not run")
     try:
         actual = (getattr(step, ex.field) if ex.field in ("status", "stdout", "stderr")
                   else lookup(step.data, ex.field))
     except KeyError:
-        return CheckResult(ex.step, ex.field, ex.op, expected, None, False,
-                           f"{ex.step}: no field '{ex.field}' in the step's output")
+        return result(None, False, f"{ex.step}: no field '{ex.field}' in the step's output")
     ok = _compare(ex.op, actual, expected)
     show = {"equals": "==", "not_equals": "!=", "one_of": "in", "contains": "contains",
             "greater": ">", "less": "<"}[ex.op]
@@ -194,7 +163,7 @@ def check(ex: ExpectSpec, ctx: Context) -> CheckResult:
         msg = f"{ex.step}: {ex.field} {show} {expected!r}{why}"
     else:
         msg = f"{ex.step}: {ex.field} is {actual!r}, expected {show} {expected!r}{why}"
-    return CheckResult(ex.step, ex.field, ex.op, expected, actual, ok, msg)
+    return result(actual, ok, msg)
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
@@ -216,7 +185,7 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
     raise ValueError(op)
 
 
-def measurement(m: MeasureSpec, step: StepResult, ctx: Context) -> dict[str, Any]:
+def measurement(m: MeasureSpec, step: Step, ctx: Context) -> Measurement:
     def num(path: str | None) -> float | None:
         if path is None:
             return None
@@ -228,54 +197,87 @@ def measurement(m: MeasureSpec, step: StepResult, ctx: Context) -> dict[str, Any
     per = num(m.per) if m.per else 1.0
     per = per if per else 1.0
     y, lo, hi = num(m.y), num(m.min), num(m.max)
-    return {"series": ctx.expand(m.series), "x_name": m.x_name,
-            "x": float(ctx.resolve(m.x)), "y_name": m.y_name,
-            "y": None if y is None else y / per,
-            "min": None if lo is None else lo / per, "max": None if hi is None else hi / per}
+    return Measurement(series=ctx.expand(m.series), x_name=m.x_name, x=float(ctx.resolve(m.x)),
+                       y_name=m.y_name, y=None if y is None else y / per,
+                       min=None if lo is None else lo / per,
+                       max=None if hi is None else hi / per)
 
 
-Hook = Callable[[StepSpec, dict[str, Any], Guest, Context], StepResult]
+Hook = Callable[[StepSpec, dict[str, Any], Guest, Context], Step]
 
 
-def run_steps(spec: ScenarioSpec, variant: str, guest: Guest, ctx: Context, result: RunResult,
-              hooks: dict[str, Hook], steps_log: Path) -> None:
+def step_label(st: StepSpec) -> str:
+    """How messages name a step: its id, else its action."""
+    if st.id is not None:
+        return f"'{st.id}'"
+    if st.run is not None:
+        return repr(st.run if len(st.run) <= 60 else st.run[:57] + "...")
+    if st.qmp is not None:
+        return f"qmp {st.qmp.execute}"
+    return f"mark {st.mark}" if st.mark is not None else "promote"
+
+
+def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Context,
+              hooks: dict[str, Hook]) -> Step:
+    if st.run is not None:
+        command = ctx.expand(st.run)
+        res = guest.session.run(command, user=st.user, timeout=st.timeout)
+        data = last_json_object(res.stdout) if st.json_ else None
+        if st.json_ and data is None:
+            raise ScenarioRunError(f"no JSON on stdout (status {res.status}): "
+                                   f"{res.stdout[-300:]!r} {res.stderr[-300:]!r}")
+        if st.check and res.status != 0:
+            raise ScenarioRunError(f"failed with status {res.status}: "
+                                   f"{(res.stderr or res.stdout)[-500:]}")
+        return Step(id=st.id or "", kind="run", command=command, user=st.user,
+                    status=res.status, seconds=res.seconds, stdout=res.stdout,
+                    stderr=res.stderr, data=data)
+    if st.qmp is not None:
+        arguments = ctx.resolve(st.qmp.arguments) if st.qmp.arguments is not None else None
+        start = time.monotonic()
+        reply = guest.machine.qmp(st.qmp.execute, arguments)
+        return Step(id=st.id or "", kind="qmp",
+                    command=json.dumps({"execute": st.qmp.execute, "arguments": arguments}),
+                    status=0, seconds=time.monotonic() - start, data=reply)
+    kind = "mark" if st.mark is not None else "promote"
+    hook = hooks.get(kind)
+    if hook is None:
+        raise ScenarioRunError(f"a '{kind}' step needs the plugin: add 'plugin:' to the scenario")
+    return hook(st, loop_vars, guest, ctx)
+
+
+def run_steps(spec: ScenarioSpec, variant: str, guest: Guest, ctx: Context, steps: list[Step],
+              measurements: list[Measurement], hooks: dict[str, Hook], steps_log: Path) -> None:
+    """Run the steps in order, appending to ``steps`` and ``measurements`` as they end.
+
+    The step boundary: anything a step raises, whatever its type, leaves as
+    :class:`StepFailed` naming the step (interrupts still pass through).
+    """
     for st, loop_vars in expand_steps(spec.steps, variant):
         ctx.vars.update(loop_vars)
-        if st.run is not None:
-            command = ctx.expand(st.run)
-            res = guest.session.run(command, user=st.user, timeout=st.timeout)
-            step = StepResult(st.id, "run", command, st.user, res.status, res.seconds,
-                              res.stdout, res.stderr, _json_line(res.stdout) if st.json_ else None)
-            if st.json_ and step.data is None:
-                raise ScenarioRunError(f"step {st.id or command!r}: no JSON on stdout "
-                                       f"(status {res.status}): {res.stdout[-300:]!r} "
-                                       f"{res.stderr[-300:]!r}")
-            if st.check and res.status != 0:
-                raise ScenarioRunError(f"step {st.id or command!r} failed with status "
-                                       f"{res.status}: {(res.stderr or res.stdout)[-500:]}")
-        elif st.qmp is not None:
-            args = ctx.resolve(st.qmp)
-            start = time.monotonic()
-            data = guest.machine.qmp(str(args["execute"]), args.get("arguments"))
-            step = StepResult(st.id, "qmp", json.dumps(args), "", 0,
-                              time.monotonic() - start, data=data)
-        else:
-            kind = "mark" if st.mark is not None else "promote"
-            hook = hooks.get(kind)
-            if hook is None:
-                raise ScenarioRunError(f"a '{kind}' step needs the plugin: add 'plugin:' "
-                                       f"to the scenario")
-            step = hook(st, loop_vars, guest, ctx)
-        result.steps.append(step)
+        try:
+            step = _run_step(st, loop_vars, guest, ctx, hooks)
+            point = measurement(st.measure, step, ctx) if st.measure is not None else None
+        except Exception as exc:
+            raise StepFailed(step_label(st), exc) from exc
+        # Templates may name a step's whole output; the results file keeps its tail.
+        kept = replace(step, stdout=step.stdout[-STDOUT_KEEP:], stderr=step.stderr[-STDOUT_KEEP:])
+        steps.append(kept)
         with open(steps_log, "a") as f:
-            f.write(json.dumps(asdict(step)) + "\n")
+            f.write(json.dumps(to_plain(kept)) + "\n")
         if st.id is not None:
             ctx.steps[st.id] = step
             # In a foreach, each repetition is also known as ID_VALUE.
             for value in loop_vars.values():
                 ctx.steps[f"{st.id}_{value}"] = step
-        if st.measure is not None:
-            result.measurements.append(measurement(st.measure, step, ctx))
+        if point is not None:
+            measurements.append(point)
+
+
+def to_plain(step: Step) -> dict[str, Any]:
+    return {"id": step.id, "kind": step.kind, "command": step.command, "user": step.user,
+            "status": step.status, "seconds": step.seconds, "stdout": step.stdout,
+            "stderr": step.stderr, "data": step.data}
 
 
 def topology_path(name: str) -> Path:
@@ -283,41 +285,171 @@ def topology_path(name: str) -> Path:
     return path if path.suffix == ".yaml" else REPO / "topologies" / f"{name}.yaml"
 
 
+class PluginHooks(Protocol):
+    """What a scenario run needs of the plugin (``cxlrig.scenario.plugin``)."""
+
+    plugin: Plugin
+
+    def before_start(self, machine: Machine, layout: MemoryLayout) -> None: ...
+    def attach(self, guest: Guest) -> None: ...
+    def hooks(self) -> dict[str, Hook]: ...
+    def summary(self) -> PluginData | None: ...
+
+
+HooksFactory = Callable[[ScenarioSpec, Topology, Path], "PluginHooks | None"]
+
+
+def _save_traceback(run_path: Path, exc: BaseException) -> str | None:
+    """Write the traceback of ``exc`` into the run directory; its file name."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+        (run_path / TRACEBACK_FILE).write_text(text)
+    except OSError as err:
+        log.warning("could not save the traceback in %s: %s", run_path, err)
+        return None
+    return TRACEBACK_FILE
+
+
 def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_dir: Path, *,
                  topology: str | None = None, accel: str = "tcg",
-                 hooks_factory: Callable[..., Any] | None = None) -> RunResult:
-    """Boot, run the steps, judge; never raises for a scenario-level failure."""
+                 hooks_factory: HooksFactory | None = None) -> Run:
+    """Boot, run the steps, judge.
+
+    Never raises for anything the scenario or the machine did: a failed
+    expectation is ``fail``; anything that stopped the run (a boot that did
+    not come up, a step that raised whatever it raised) is ``error`` with the
+    message, the step and the traceback saved in the run directory. Only an
+    interrupt (Ctrl-C, SIGTERM) leaves, after the machine is stopped.
+    """
     topo_name = topology or spec.topology
-    result = RunResult(spec.name, spec.title, spec.point, list(spec.reviewers), variant,
-                       topo_name, spec.predicted.get(variant, ""))
     run_path = results_dir / f"{spec.name}-{variant}"
     run_path.mkdir(parents=True, exist_ok=True)
-    result.run_dir = run_path.name
+    steps: list[Step] = []
+    measurements: list[Measurement] = []
+    checks: list[Check] = []
+    plugin: PluginData | None = None
+    verdict, error, error_step, tb = Verdict.ERROR, None, None, None
     start = time.monotonic()
     try:
         topo = load(topology_path(topo_name))
         ctx = Context(topo, variant)
-        plugin_session = hooks_factory(spec, topo, run_path) if hooks_factory else None
-        plugin = plugin_session.plugin if plugin_session else None
-        hooks = plugin_session.hooks() if plugin_session else {}
+        session = hooks_factory(spec, topo, run_path) if hooks_factory else None
         full = GuestImage(image.kernel, image.initrd, f"{image.append} {spec.append}".strip())
         try:
-            with booted(topo, full, RunDir(run_path), accel=accel, plugin=plugin) as guest:
+            with booted(topo, full, RunDir(run_path), accel=accel,
+                        plugin=session.plugin if session else None,
+                        before_start=session.before_start if session else None) as guest:
                 for reg in guest.regions:
                     ctx.vars[f"region_base_{reg.id}"] = f"{reg.base:#x}"
                     ctx.vars[f"region_name_{reg.id}"] = reg.name
-                if plugin_session:
-                    plugin_session.attach(guest)
-                run_steps(spec, variant, guest, ctx, result, hooks, run_path / "steps.jsonl")
+                if session:
+                    session.attach(guest)
+                run_steps(spec, variant, guest, ctx, steps, measurements,
+                          session.hooks() if session else {}, run_path / "steps.jsonl")
         finally:
-            if plugin_session:
-                result.plugin = plugin_session.summary()
+            if session:
+                plugin = session.summary()
         expectations = [*spec.expect.get("all", []), *spec.expect.get(variant, [])]
-        result.checks = [check(ex, ctx) for ex in expectations]
-        result.verdict = "pass" if all(c.ok for c in result.checks) else "fail"
-    except CxlrigError as exc:
-        result.verdict = "error"
-        result.error = str(exc)
-        log.warning("%s on %s could not complete: %s", spec.name, variant, exc)
-    result.seconds = time.monotonic() - start
-    return result
+        checks = [check(ex, ctx) for ex in expectations]
+        verdict = Verdict.PASS if all(c.ok for c in checks) else Verdict.FAIL
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, CxlrigError) else \
+            f"internal error: {type(exc).__name__}: {exc}"
+        error_step = exc.step if isinstance(exc, StepFailed) else None
+        tb = _save_traceback(run_path, exc)
+        log.warning("%s on %s could not complete: %s", spec.name, variant, error)
+    return Run(scenario=spec.name, variant=variant, verdict=verdict, title=spec.title,
+               point=spec.point, reviewers=tuple(spec.reviewers), topology=topo_name,
+               predicted=spec.predicted.get(variant, ""), seconds=time.monotonic() - start,
+               run_dir=run_path.name, error=error, error_step=error_step, traceback=tb,
+               steps=tuple(steps), checks=tuple(checks), measurements=tuple(measurements),
+               plugin=plugin)
+
+
+def last_json_object(stdout: str) -> Any:
+    """The last line of ``stdout`` that parses as a JSON object, or None."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+class SuiteProgress:
+    """What :func:`run_suite` tells its caller as it goes; every method may be overridden."""
+
+    def building(self, line: str) -> None:
+        """A kernel or image is being built: ``line`` says what it is at."""
+
+    def started(self, spec: ScenarioSpec, variant: str) -> None:
+        """A run is about to boot its machine."""
+
+    def finished(self, run: Run) -> None:
+        """A run ended, whatever its verdict."""
+
+
+def _skipped(spec: ScenarioSpec, variant: str, topology: str | None, reason: str) -> Run:
+    return Run(scenario=spec.name, variant=variant, verdict=Verdict.SKIP, title=spec.title,
+               point=spec.point, reviewers=tuple(spec.reviewers),
+               topology=topology or spec.topology, reason=reason)
+
+
+def _errored(spec: ScenarioSpec, variant: str, topology: str | None, error: str,
+             seconds: float = 0.0) -> Run:
+    return Run(scenario=spec.name, variant=variant, verdict=Verdict.ERROR, title=spec.title,
+               point=spec.point, reviewers=tuple(spec.reviewers),
+               topology=topology or spec.topology, predicted=spec.predicted.get(variant, ""),
+               seconds=seconds, error=error)
+
+
+def run_suite(specs: Sequence[ScenarioSpec], results_dir: Path, *,
+              variants: Sequence[str] | None = None, topology: str | None = None,
+              image_for: Callable[[str], GuestImage],
+              hooks_factory: HooksFactory | None = None,
+              progress: SuiteProgress | None = None) -> Results:
+    """Run every scenario on each of its variants (or those of ``variants`` it has).
+
+    ``image_for(variant)`` builds or finds the guest image; a variant whose
+    image cannot be had makes each of its runs ``error``. A variant asked
+    for that a scenario does not list is a ``skip`` with the reason.
+    ``results.json`` is rewritten after every run, and written whole even
+    when an interrupt ends the suite (the interrupted run is an ``error``).
+    """
+    progress = progress or SuiteProgress()
+    writer = ResultsWriter(results_dir)
+    images: dict[str, GuestImage | str] = {}
+    try:
+        for spec in specs:
+            for variant in variants or spec.variants:
+                if variant not in spec.variants:
+                    run = _skipped(spec, variant, topology, f"the scenario lists only "
+                                   f"{', '.join(spec.variants)}")
+                    writer.add(run)
+                    progress.finished(run)
+                    continue
+                if variant not in images:
+                    try:
+                        images[variant] = image_for(variant)
+                    except CxlrigError as exc:
+                        images[variant] = f"no guest image for {variant}: {exc}"
+                image = images[variant]
+                progress.started(spec, variant)
+                start = time.monotonic()
+                try:
+                    run = _errored(spec, variant, topology, image) if isinstance(image, str) \
+                        else run_scenario(spec, variant, image, results_dir, topology=topology,
+                                          hooks_factory=hooks_factory)
+                except BaseException:
+                    writer.add(_errored(spec, variant, topology, "interrupted",
+                                        time.monotonic() - start))
+                    raise
+                writer.add(run)
+                progress.finished(run)
+    finally:
+        writer.write()
+    return load_results(results_dir)
