@@ -4,6 +4,8 @@ predicts; a wrong expectation fails naming step, expected and actual."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -30,6 +32,12 @@ def test_guest_every_scenario_passes_on_v1_and_v2(tmp_path: Path,
     assert len(SCENARIOS) >= 12
     assert {v for _, v in verdicts} == {"v1", "v2"}
     assert len(verdicts) == 2 * len(SCENARIOS)
+    # What the runner wrote is what the published schema describes.
+    schema = subprocess.run([str(Path(sys.executable).with_name("check-jsonschema")),
+                             "--schemafile", str(REPO / "docs" / "results.schema.json"),
+                             str(results / "results.json")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
     # The reports are there and agree.
     suites = ET.parse(results / "junit.xml").getroot()
     assert int(suites.get("tests", 0)) == len(verdicts) or \

@@ -54,8 +54,8 @@ class Verdict(enum.StrEnum):
 class Step:
     #: Empty for a step the scenario gave no id.
     id: str
-    kind: str
-    command: str
+    kind: str = "run"
+    command: str = ""
     user: str | None = None
     #: Exit status of a command; None for steps that have none or never ended.
     status: int | None = None
@@ -69,7 +69,8 @@ class Step:
 @dataclass(frozen=True)
 class Check:
     ok: bool
-    message: str
+    #: Older files may lack it: the reader then writes one from the fields below.
+    message: str = ""
     step: str | None = None
     field: str | None = None
     op: str | None = None
@@ -83,7 +84,7 @@ class Measurement:
     series: str
     x: float
     #: None when the runner could not read the value: shown as a gap, not drawn.
-    y: float | None
+    y: float | None = None
     x_name: str = "x"
     y_name: str = "y"
     min: float | None = None

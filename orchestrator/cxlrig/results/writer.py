@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from cxlrig import __version__
 from cxlrig.files import write_atomic
-from cxlrig.results.model import RESULTS_FILE, VERSION, ResultsFile, Run
+from cxlrig.results.model import READABLE_VERSIONS, RESULTS_FILE, VERSION, ResultsFile, Run
 
 
 def _now() -> str:
@@ -38,8 +38,9 @@ def to_json_data(doc: ResultsFile) -> dict[str, Any]:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of ``results.json``, generated from :class:`ResultsFile`."""
     schema: dict[str, Any] = _adapter().json_schema()
-    schema["properties"]["version"] = {"const": VERSION, "title": "Version",
-                                       "description": "the format version"}
+    schema["properties"]["version"] = {
+        "enum": list(READABLE_VERSIONS), "title": "Version",
+        "description": f"the format version; this cxlrig writes {VERSION}"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "cxlrig results.json",
             "description": "What a 'cxlrig run' produced: one entry per scenario and kernel "
