@@ -25,7 +25,6 @@ import pytest
 from cxlrig.guest.boot import GuestImage, booted
 from cxlrig.images.initramfs import build_initramfs
 from cxlrig.images.kernel import build_kernel
-from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (
     AddressMap,
@@ -35,11 +34,11 @@ from cxlrig.plugin import (
     dram_map,
     load_results,
     map_args,
-    parse_mtree,
     plugin_args,
     region_map,
 )
 from cxlrig.qemu.args import Plugin, QemuOptions
+from cxlrig.qemu.mtree import MemoryLayout
 from cxlrig.timeouts import TIMEOUTS
 from cxlrig.topology import load
 
@@ -54,14 +53,25 @@ MiB = 1 << 20
 def test_cxl_region_traffic_is_counted_per_device(tmp_path: Path) -> None:
     topo = load(REPO / "topologies" / "default.yaml")  # region0: mem0+mem1, 4 KiB
     lib = build_plugin()
-    layout = parse_mtree(paused_memory_tree(topo, tmp_path))
     run = RunDir.create(tmp_path, "cxl")
     sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-t-"))
     ctl = sockdir / "c.sock"
-    args = plugin_args(dram_map(topo, layout), out=run.path / "plugin.json", control=ctl)
+    # The plugin starts without a map: the DRAM part goes over the control
+    # socket while QEMU is still paused, before any guest access.
+    args = plugin_args(AddressMap(), out=run.path / "plugin.json", control=ctl)
     image = GuestImage(build_kernel("v2"), build_initramfs())
+    c = Control(ctl)
+    seen: list[MemoryLayout] = []
+
+    def before_start(machine: Machine, layout: MemoryLayout) -> None:
+        seen.append(layout)
+        c.connect()
+        c.add(map_args(dram_map(topo, layout)))
+
     try:
-        with booted(topo, image, run, plugin=Plugin(lib, args)) as guest, Control(ctl) as c:
+        with booted(topo, image, run, plugin=Plugin(lib, args),
+                    before_start=before_start) as guest, c:
+            (layout,) = seen
             (region,) = guest.regions
             c.snapshot("boot")
             c.add(map_args(region_map(topo, layout, {region.id: region.base})))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from cxlrig.machine.check import paused_memory_tree
 from cxlrig.machine.runner import LaunchError, Machine, RunDir
 from cxlrig.plugin import (
     AddressMap,
@@ -58,8 +57,9 @@ def topo() -> Topology:
 @pytest.fixture(scope="module")
 def dram_map(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> AddressMap:
     """The DRAM map as QEMU itself lays it out, read from a paused machine."""
-    tree = paused_memory_tree(topo, tmp_path_factory.mktemp("mtree"))
-    return address_map(topo, parse_mtree(tree))
+    run = RunDir.create(tmp_path_factory.mktemp("mtree"), "mtree")
+    with Machine(topo, QemuOptions(paused=True), run) as machine:
+        return address_map(topo, parse_mtree(machine.hmp("info mtree -f")))
 
 
 @pytest.fixture

@@ -185,7 +185,8 @@ def plugin_args(amap: AddressMap, *, out: PurePath, control: PurePath | None = N
 
     Options are checked here, before QEMU starts, with the plugin's own limits.
     ``delay`` needs a latency in ``amap`` (the plugin refuses ``delay=on``
-    without one); latencies added later over the control socket join in.
+    without one), unless ``amap`` is empty: then the whole map, latencies
+    included, is added over the control socket before the vCPUs run.
     """
     problems = []
     if not 1 <= sample <= MAX_SAMPLE:
@@ -198,7 +199,8 @@ def plugin_args(amap: AddressMap, *, out: PurePath, control: PurePath | None = N
         problems.append(f"interval_unit: {interval_unit!r} is not 'insn' or 'ns'")
     if not 0 <= flush <= 86400 or round(flush * 1000) != flush * 1000:
         problems.append(f"flush: {flush} s is not 0..86400 in whole milliseconds")
-    if delay and not amap.latencies:
+    if delay and amap.nodes and not amap.latencies:
+        # An empty map is one that comes over the control socket, latencies with it.
         problems.append("delay: needs a latency for at least one node")
     if control is not None and len(str(control).encode()) > 107:
         problems.append(f"control: {control} is longer than a UNIX socket path may be")
