@@ -59,7 +59,7 @@ class StepFailed(ScenarioRunError):
     def __init__(self, step: str, cause: BaseException) -> None:
         what = str(cause) if isinstance(cause, CxlrigError) else \
             f"{type(cause).__name__}: {cause}"
-        super().__init__(f"step {step}: {what}")
+        super().__init__(f"step '{step}': {what}")
         self.step = step
 
 
@@ -207,14 +207,14 @@ Hook = Callable[[StepSpec, dict[str, Any], Guest, Context], Step]
 
 
 def step_label(st: StepSpec) -> str:
-    """How messages name a step: its id, else its action."""
+    """How messages and results name a step: its id, else its action."""
     if st.id is not None:
-        return f"'{st.id}'"
+        return st.id
     if st.run is not None:
-        return repr(st.run if len(st.run) <= 60 else st.run[:57] + "...")
+        return "run: " + (st.run if len(st.run) <= 60 else st.run[:57] + "...")
     if st.qmp is not None:
-        return f"qmp {st.qmp.execute}"
-    return f"mark {st.mark}" if st.mark is not None else "promote"
+        return f"qmp: {st.qmp.execute}"
+    return f"mark: {st.mark}" if st.mark is not None else "promote"
 
 
 def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Context,
