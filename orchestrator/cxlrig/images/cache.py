@@ -1,13 +1,15 @@
-"""Builds into the content-hash cache: running make, publishing atomically."""
+"""Builds into the content-hash cache: keys, running make, publishing atomically."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cxlrig.errors import CxlrigError
@@ -24,6 +26,30 @@ class BuildError(CxlrigError):
         super().__init__(message)
         self.command = command or []
         self.output = output
+
+
+def digest(parts: Iterable[str | bytes]) -> str:
+    """The SHA-256 of ``parts`` as one stream, each part length-prefixed so that
+    no two different lists of parts hash the same."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+@functools.cache
+def toolchain_identity(compiler: str, *extra: Sequence[str]) -> str:
+    """What a build's output depends on besides its sources: the compiler's
+    version and target, and the output of each ``extra`` command (a C
+    library's version, a pkg-config query). Raises OSError or
+    subprocess.SubprocessError when one cannot run: the caller says which build
+    needed it."""
+    commands = [(compiler, "--version"), (compiler, "-dumpmachine"), *extra]
+    out = [subprocess.run(list(c), capture_output=True, text=True, check=True, timeout=60,
+                          stdin=subprocess.DEVNULL).stdout.strip() for c in commands]
+    return "\n".join(out)
 
 
 def run_make(command: list[str], *, what: str, error: type[BuildError],

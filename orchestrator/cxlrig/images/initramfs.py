@@ -9,7 +9,6 @@ only stages and hashes (well under a second) and returns the cached file.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from cxlrig import paths
 from cxlrig.errors import CxlrigError
+from cxlrig.images.cache import digest
 from cxlrig.images.programs import PROGRAMS, build_guest_programs
 
 log = logging.getLogger(__name__)
@@ -103,16 +103,16 @@ def stage(root: Path) -> None:
 
 
 def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
+    parts: list[str | bytes] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames + dirnames):
             p = Path(dirpath) / name
             st = p.lstat()
-            h.update(f"{p.relative_to(root)}\0{st.st_mode:o}\0{st.st_uid}\0".encode())
+            parts.append(f"{p.relative_to(root)}\0{st.st_mode:o}\0{st.st_uid}")
             if stat.S_ISREG(st.st_mode):
-                h.update(p.read_bytes())
-    return h.hexdigest()[:20]
+                parts.append(p.read_bytes())
+    return digest(parts)[:20]
 
 
 def build_initramfs(force: bool = False) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from typing import IO
 
 from cxlrig.errors import CxlrigError
 from cxlrig.files import write_atomic
+from cxlrig.images.cache import digest, toolchain_identity
 from cxlrig.paths import REPO, cache_dir
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class _Source:
 
     @property
     def short(self) -> str:
-        return _digest([self.identity])[:12]
+        return digest([self.identity])[:12]
 
 
 def _source(tarball: Path) -> _Source:
@@ -266,29 +266,13 @@ def _source(tarball: Path) -> _Source:
 
 def _gcc_version() -> str:
     try:
-        out = subprocess.run(
-            ["gcc", "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            stdin=subprocess.DEVNULL,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
+        return toolchain_identity("gcc")
+    except (OSError, subprocess.SubprocessError) as e:
         raise KernelBuildError(f"cannot run 'gcc --version': {e}") from e
-    return out.splitlines()[0] if out else ""
-
-
-def _digest(parts: Iterable[str | bytes]) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
 
 
 def _config_id(fragments: Sequence[Path]) -> str:
-    return _digest([ARCH, *(f.read_bytes() for f in fragments)])[:12]
+    return digest([ARCH, *(f.read_bytes() for f in fragments)])[:12]
 
 
 def _variant_key(v: Variant, source: _Source, gcc: str) -> str:
@@ -297,7 +281,7 @@ def _variant_key(v: Variant, source: _Source, gcc: str) -> str:
         parts += [patch.name, patch.read_bytes()]
     for fragment in v.fragments:
         parts += [fragment.name, fragment.read_bytes()]
-    return _digest(parts)[:24]
+    return digest(parts)[:24]
 
 
 # ---- cache layout --------------------------------------------------------------------
@@ -745,7 +729,7 @@ def _tree_state(tree: Path) -> str:
             untracked = run("ls-files", "--others", "--exclude-standard", "-z")
         except (OSError, subprocess.CalledProcessError) as e:
             raise KernelBuildError(f"cannot read the git state of {tree}: {e}") from e
-        return "git:" + _digest([head, diff, untracked])
+        return "git:" + digest([head, diff, untracked])
     newest = 0
     for dirpath, dirnames, filenames in os.walk(tree):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -764,7 +748,7 @@ def _build_tree(
     gcc = _gcc_version()
     state = _tree_state(tree)
     fragments = [f.read_bytes() for f in v.fragments]
-    key = "tree-" + _digest([_RECIPE, ARCH, str(tree), state, gcc, *fragments])[:24]
+    key = "tree-" + digest([_RECIPE, ARCH, str(tree), state, gcc, *fragments])[:24]
     if not force and (hit := _cached_image(key)) is not None:
         return hit
     cache = _kernel_cache()
@@ -773,7 +757,7 @@ def _build_tree(
             return hit
         # One object dir per tree and config, whatever the commit: moving to
         # another commit is then an incremental build.
-        out = cache / "trees" / _digest([str(tree), _config_id(v.fragments)])[:16]
+        out = cache / "trees" / digest([str(tree), _config_id(v.fragments)])[:16]
         return _build_into(
             _image_dir(key),
             tree,

@@ -8,8 +8,6 @@ the C library's version. A hit costs one hash and one ``gcc --version``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.images.cache import BuildError, publish, run_make
+from cxlrig.images.cache import BuildError, digest, publish, run_make, toolchain_identity
 
 log = logging.getLogger(__name__)
 
@@ -73,29 +71,15 @@ def syscall_patches(source_dir: Path) -> list[Path]:
     return found
 
 
-@functools.cache
 def _toolchain_identity() -> str:
     """Compiler version and target plus the C library's version."""
     try:
-        version = subprocess.run(
-            [COMPILER, "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=BUILD_TIMEOUT_S,
-        ).stdout
-        machine = subprocess.run(
-            [COMPILER, "-dumpmachine"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=BUILD_TIMEOUT_S,
-        ).stdout
+        compiler = toolchain_identity(COMPILER)
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProgramsBuildError(f"cannot run the compiler {COMPILER!r}: {exc}") from exc
     # The binaries are static: the C library is linked into them.
     libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
-    return f"{version.strip()}\n{machine.strip()}\n{libc}"
+    return f"{compiler}\n{libc}"
 
 
 def _source_files(source_dir: Path) -> list[Path]:
@@ -106,19 +90,12 @@ def _source_files(source_dir: Path) -> list[Path]:
 
 def cache_key(source_dir: Path = SOURCE_DIR) -> str:
     """The SHA-256 naming the build of the programs in ``source_dir``."""
-    digest = hashlib.sha256()
-
-    def feed(label: str, data: bytes) -> None:
-        # Length-prefixed so no two different inputs hash the same stream.
-        digest.update(f"{label}\0{len(data)}\0".encode())
-        digest.update(data)
-
+    parts: list[str | bytes] = []
     for path in _source_files(source_dir):
-        feed(f"src/{path.name}", path.read_bytes())
+        parts += [f"src/{path.name}", path.read_bytes()]
     for patch in syscall_patches(source_dir):
-        feed(f"patch/{patch.parent.name}/{patch.name}", patch.read_bytes())
-    feed("toolchain", _toolchain_identity().encode())
-    return digest.hexdigest()
+        parts += [f"patch/{patch.parent.name}/{patch.name}", patch.read_bytes()]
+    return digest([*parts, "toolchain", _toolchain_identity()])
 
 
 def _is_complete(directory: Path) -> bool:

@@ -19,6 +19,7 @@ from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.qemu.args import QemuOptions
 from cxlrig.qemu.mtree import MemoryLayout, parse_mtree
 from cxlrig.topology import model as m
+from cxlrig.topology.schema import format_size
 
 _MEMDEV_PROPS = ("volatile-memdev", "persistent-memdev", "lsa", "volatile-dc-memdev")
 _PROPS = ("bus_nr", "port", "chassis", "slot", "sn", "num-dc-regions")
@@ -142,13 +143,6 @@ def expected_devices(topo: m.Topology) -> list[FoundDevice]:
     return out
 
 
-def _size(n: int) -> str:
-    for unit, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n and n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
-
-
 def compare(topo: m.Topology, found: Found) -> list[str]:
     """Every way ``found`` differs from ``topo``, one message each."""
     problems: list[str] = []
@@ -167,13 +161,13 @@ def compare(topo: m.Topology, found: Found) -> list[str]:
         for key, value in exp.props.items():
             seen = got.props.get(key, 0)
             if seen != value:
-                show = _size if key.endswith("memdev") or key == "lsa" else str
+                show = format_size if key.endswith("memdev") or key == "lsa" else str
                 problems.append(f"{exp.type} '{id}': {key} is {show(seen)}, "
                                 f"expected {show(value)}")
         for key in _MEMDEV_PROPS:
             if key in got.props and key not in exp.props:
                 problems.append(f"{exp.type} '{id}': has an unexpected {key} "
-                                f"of {_size(got.props[key])}")
+                                f"of {format_size(got.props[key])}")
     for id, got in have.items():
         if id not in want:
             problems.append(f"{got.type} '{id}': present in the machine, not in the topology")
@@ -186,7 +180,8 @@ def compare(topo: m.Topology, found: Found) -> list[str]:
             problems.append(f"window '{w.id}': targets {list(fw.targets)}, "
                             f"expected {list(w.targets)}")
         if fw.size != w.size:
-            problems.append(f"window '{w.id}': size {_size(fw.size)}, expected {_size(w.size)}")
+            problems.append(f"window '{w.id}': size {format_size(fw.size)}, "
+                            f"expected {format_size(w.size)}")
         if fw.granularity != w.granularity:
             problems.append(f"window '{w.id}': granularity {fw.granularity}, "
                             f"expected {w.granularity}")
@@ -200,8 +195,8 @@ def compare(topo: m.Topology, found: Found) -> list[str]:
             problems.append(f"NUMA node {n.node}: missing")
             continue
         if fn.memory != n.memory:
-            problems.append(f"NUMA node {n.node}: {_size(fn.memory)} of memory, "
-                            f"expected {_size(n.memory)}")
+            problems.append(f"NUMA node {n.node}: {format_size(fn.memory)} of memory, "
+                            f"expected {format_size(n.memory)}")
         if n.cpus and fn.cpus != n.cpus:
             problems.append(f"NUMA node {n.node}: CPUs {list(fn.cpus)}, expected {list(n.cpus)}")
     return problems
@@ -228,7 +223,7 @@ def tree_lines(topo: m.Topology, found: Found) -> list[tuple[int, str]]:
         bits = []
         for key, value in d.props.items():
             if key.endswith("memdev") or key == "lsa":
-                bits.append(f"{key.removesuffix('-memdev')}={_size(value)}")
+                bits.append(f"{key.removesuffix('-memdev')}={format_size(value)}")
             elif key == "sn":
                 if value != (1 << 64) - 1:  # QEMU's "no serial number"
                     bits.append(f"sn={value:#x}")
@@ -243,11 +238,11 @@ def tree_lines(topo: m.Topology, found: Found) -> list[tuple[int, str]]:
 
     for n in found.nodes:
         cpus = ",".join(map(str, n.cpus)) or "none"
-        rows.append((0, f"NUMA node {n.node}: {_size(n.memory)} DRAM, CPUs {cpus}"))
+        rows.append((0, f"NUMA node {n.node}: {format_size(n.memory)} DRAM, CPUs {cpus}"))
     rows.append((0, "pcie.0"))
     walk("pcie.0", 1)
     for w, fw in zip(topo.windows, found.windows, strict=False):
         base = f"{fw.base:#x}-{fw.base + fw.size - 1:#x}" if fw.base is not None else "unmapped"
-        rows.append((0, f"window {w.id}: {base} ({_size(fw.size)}) targets "
+        rows.append((0, f"window {w.id}: {base} ({format_size(fw.size)}) targets "
                         f"{','.join(fw.targets)} granularity {fw.granularity}"))
     return rows

@@ -8,8 +8,6 @@ A hit costs one hash, one ``gcc --version`` and one ``pkg-config``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import shutil
@@ -18,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from cxlrig import paths
-from cxlrig.images.cache import BuildError, publish, run_make
+from cxlrig.images.cache import BuildError, digest, publish, run_make, toolchain_identity
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +50,13 @@ def _run(command: list[str]) -> str:
         raise PluginBuildError(f"cannot run {' '.join(command)}: {exc}", command=command) from exc
 
 
-@functools.cache
 def _toolchain_identity() -> str:
-    version = _run([COMPILER, "--version"])
-    machine = _run([COMPILER, "-dumpmachine"])
-    glib = _run(["pkg-config", "--cflags", "glib-2.0"])
-    return f"{version.strip()}\n{machine.strip()}\nglib: {glib.strip()}"
+    command = [COMPILER, "--version"]
+    try:
+        return toolchain_identity(COMPILER, ("pkg-config", "--cflags", "glib-2.0"))
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise PluginBuildError(f"cannot run the compiler or pkg-config: {exc}",
+                               command=command) from exc
 
 
 def _inputs(source_dir: Path, header_dir: Path) -> list[tuple[str, Path]]:
@@ -74,17 +73,10 @@ def _inputs(source_dir: Path, header_dir: Path) -> list[tuple[str, Path]]:
 
 def cache_key(source_dir: Path = SOURCE_DIR, header_dir: Path | None = None) -> str:
     """The SHA-256 naming the build of the plugin in ``source_dir``."""
-    digest = hashlib.sha256()
-
-    def feed(label: str, data: bytes) -> None:
-        # Length-prefixed so no two different inputs hash the same stream.
-        digest.update(f"{label}\0{len(data)}\0".encode())
-        digest.update(data)
-
+    parts: list[str | bytes] = []
     for label, path in _inputs(source_dir, header_dir or plugin_header_dir()):
-        feed(label, path.read_bytes())
-    feed("toolchain", _toolchain_identity().encode())
-    return digest.hexdigest()
+        parts += [label, path.read_bytes()]
+    return digest([*parts, "toolchain", _toolchain_identity()])
 
 
 def _run_make(source_dir: Path, header_dir: Path, out: Path) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from cxlrig.topology import model as m
+from cxlrig.topology.schema import format_size
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,7 @@ def escape(value: str | PurePath) -> str:
 
 def size_arg(n: int) -> str:
     """Bytes as QEMU reads them, in the largest whole unit."""
-    for unit, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
-        if n and n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
+    return format_size(n, kilo="k")
 
 
 def _opt(name: str, *parts: str, **kv: object) -> list[str]:

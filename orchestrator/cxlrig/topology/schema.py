@@ -33,6 +33,15 @@ def parse_size(value: object) -> int:
     raise ValueError(f"expected a size such as 256M or 4G, got {type(value).__name__}")
 
 
+def format_size(n: int, kilo: str = "K") -> str:
+    """Bytes in the largest whole unit (``256M``), as :func:`parse_size` reads them;
+    ``kilo`` is how the KiB unit is spelled (QEMU wants ``k``)."""
+    for unit, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), (kilo, 1 << 10)):
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 #: User-chosen names become QEMU ids: QEMU wants a letter first, then
 #: letters, digits, '-' or '_' (we keep '.' for the ids we derive).
