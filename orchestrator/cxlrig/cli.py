@@ -342,6 +342,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cxlrig.images.kernel import VARIANTS
+
     p = argparse.ArgumentParser(prog="cxlrig", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"cxlrig {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -374,13 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = sp.add_subparsers(dest="kernel_command", required=True, metavar="ACTION")
     kb = ksub.add_parser("build", help="build a kernel variant (cached by content hash)")
     kb.set_defaults(func=cmd_kernel_build)
-    kb.add_argument("--variant", default="v2", help="v1, v2 or debug (default v2)")
+    kb.add_argument("--variant", default="v2", choices=VARIANTS, help="default v2")
     kb.add_argument("--tree", type=Path, help="build this kernel tree with our config fragment")
     kb.add_argument("--jobs", type=int, help="parallel jobs (default: all CPUs)")
     kb.add_argument("--force", action="store_true", help="rebuild even if cached")
     kp = ksub.add_parser("path", help="print the cached bzImage of a variant")
     kp.set_defaults(func=cmd_kernel_path)
-    kp.add_argument("--variant", default="v2")
+    kp.add_argument("--variant", default="v2", choices=VARIANTS)
 
     sp = add("guest", lambda a: 2, "build the guest initramfs")
     gsub = sp.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
@@ -390,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("boot", cmd_boot, "boot a topology with our kernel, bring up CXL, run or interact")
     sp.add_argument("file", metavar="FILE")
-    sp.add_argument("--variant", default="v2", help="kernel variant: v1, v2 or debug")
+    sp.add_argument("--variant", default="v2", choices=VARIANTS,
+                    help="kernel variant (default v2)")
     sp.add_argument("--kernel", help="boot this bzImage instead of a built variant")
     sp.add_argument("--accel", choices=("auto", "kvm", "tcg"),
                     help="accelerator (default: the topology's, auto)")
@@ -407,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, "run scenarios on kernel variants; results, JUnit and HTML report")
     sp.add_argument("scenarios", nargs="+", metavar="SCENARIO")
-    sp.add_argument("--variant", action="append", choices=("v1", "v2", "debug"),
+    sp.add_argument("--variant", action="append", choices=VARIANTS,
                     help="only these variants (repeatable; default: each scenario's own)")
     sp.add_argument("--topology", help="run on this topology instead of the scenario's")
     sp.add_argument("--kernel", help="boot this bzImage for every variant")

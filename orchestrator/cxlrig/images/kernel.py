@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal, get_args
 
 from cxlrig.errors import CxlrigError
 from cxlrig.files import write_atomic
@@ -43,7 +43,9 @@ from cxlrig.paths import REPO, cache_dir
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("v1", "v2", "debug")
+#: The kernel variants, the one list every scenario file and command is checked against.
+VariantName = Literal["v1", "v2", "debug"]
+VARIANTS: tuple[str, ...] = get_args(VariantName)
 
 KERNEL_DIR = REPO / "guest" / "kernel"
 PATCHES_DIR = KERNEL_DIR / "patches"

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cxlrig.errors import CheckFailed
+from cxlrig.images.kernel import VARIANTS, VariantName
 from cxlrig.topology.validate import shape_problems
 from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, load_located
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
-VARIANTS = ("v1", "v2", "debug")
 
 
 class _Strict(BaseModel):
@@ -75,7 +75,7 @@ class StepSpec(_Strict):
     workload: str | None = None
     #: Repeat the step for each value, with ${VAR} substituted.
     foreach: dict[str, list[int | str]] | None = None
-    variants: list[Literal["v1", "v2", "debug"]] | None = None
+    variants: list[VariantName] | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> StepSpec:
@@ -135,7 +135,7 @@ class ScenarioSpec(_Strict):
     point: str
     reviewers: list[str] = []
     topology: str = "default"
-    variants: Annotated[list[Literal["v1", "v2", "debug"]], Field(min_length=1)] = ["v1", "v2"]
+    variants: Annotated[list[VariantName], Field(min_length=1)] = ["v1", "v2"]
     plugin: PluginSpec | None = None
     append: str = ""
     predicted: dict[str, str] = {}
@@ -217,7 +217,7 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
     for key in spec.expect:
         if key not in (*VARIANTS, "all"):
             problems.append(doc.problem(("expect", key), f"'{key}' is not a variant "
-                                        "(v1, v2, debug) or 'all'"))
+                                        f"({', '.join(VARIANTS)}) or 'all'"))
         elif key != "all" and key not in spec.variants:
             problems.append(doc.problem(("expect", key), f"'{key}' is not among this "
                                         f"scenario's variants ({', '.join(spec.variants)})"))
