@@ -83,6 +83,10 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+#: What a scalar that failed to construct gives, told apart from null.
+_FAILED = object()
+
+
 def load_located(text: str, file: str) -> Located:
     """Parse ``text``; raise :class:`YamlLoadError` with located problems."""
     problems: list[Problem] = []
@@ -112,6 +116,20 @@ def load_located(text: str, file: str) -> Located:
     # (ints, bools, null, floats) exactly as yaml.safe_load would.
     resolver = yaml.SafeLoader("")
 
+    def scalar(node: yaml.Node, path: Path) -> Any:
+        try:
+            return resolver.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            problems.append(Problem(file, *_pos(node), _fmt(path), f"YAML: {exc.problem}"))
+        # The safe constructor lets Python's own errors out on scalars that look
+        # like a type but are not one ("2001-13-45", "!!int x", 5000 digits).
+        except Exception as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            why = f" ({str(exc).split(';')[0]})" if type(exc) is ValueError else ""
+            problems.append(Problem(file, *_pos(node), _fmt(path),
+                                    f"YAML: {_short(node.value)} is not a valid {kind}{why}"))
+        return _FAILED
+
     active: set[int] = set()
 
     def convert(node: yaml.Node, path: Path) -> Any:
@@ -134,7 +152,9 @@ def load_located(text: str, file: str) -> Located:
                         Problem(file, *_pos(knode), _fmt(path), "mapping keys must be plain names")
                     )
                     continue
-                key = resolver.construct_object(knode, deep=True)
+                key = scalar(knode, path)
+                if key is _FAILED:
+                    continue
                 if not isinstance(key, str):
                     key = str(key)
                 if key in out:
@@ -147,17 +167,19 @@ def load_located(text: str, file: str) -> Located:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        try:
-            return resolver.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as exc:
-            problems.append(Problem(file, *_pos(node), _fmt(path), f"YAML: {exc.problem}"))
-            return None
+        value = scalar(node, path)
+        return None if value is _FAILED else value
 
     data = convert(root, ())
     resolver.dispose()
     if problems:
         raise YamlLoadError(problems)
     return Located(file, data, marks)
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:
