@@ -18,7 +18,14 @@ from pydantic import BaseModel, ValidationError
 from cxlrig.errors import CheckFailed
 from cxlrig.topology import model as m
 from cxlrig.topology import schema as s
-from cxlrig.topology.yamlmarks import Located, Path, Problem, YamlLoadError, load_located
+from cxlrig.topology.yamlmarks import (
+    Located,
+    Path,
+    Problem,
+    YamlLoadError,
+    load_located,
+    read_located,
+)
 
 #: Where host bridge bus numbers start when the file does not choose them
 #: (as in QEMU's CXL documentation; the main PCIe hierarchy stays below).
@@ -36,14 +43,11 @@ class TopologyError(CheckFailed):
 
 def load(path: str | FsPath) -> m.Topology:
     """Read, validate and resolve a topology file, or raise TopologyError."""
-    name = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TopologyError([Problem(name, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise TopologyError([Problem(name, 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from None
-    return loads(text, name)
+        doc = read_located(path)
+    except YamlLoadError as exc:
+        raise TopologyError(exc.problems) from None
+    return _check(doc)
 
 
 def loads(text: str, name: str = "<string>") -> m.Topology:
@@ -51,6 +55,10 @@ def loads(text: str, name: str = "<string>") -> m.Topology:
         doc = load_located(text, name)
     except YamlLoadError as exc:
         raise TopologyError(exc.problems) from None
+    return _check(doc)
+
+
+def _check(doc: Located) -> m.Topology:
     if not isinstance(doc.data, dict):
         raise TopologyError([doc.problem((), "the file must be a mapping with name, machine, cxl")])
     try:
