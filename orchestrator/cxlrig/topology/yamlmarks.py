@@ -26,9 +26,9 @@ import yaml
 MAX_FILE_BYTES = 64 * 1024
 #: Nodes the conversion visits, an aliased node counted again at each use:
 #: what the document expands to. Shipped files have at most 260. Composing
-#: costs ~30 us a node, so even the limit is reached in under a second;
-#: without one, 324 bytes of aliases expanded to 9**9 nodes.
-MAX_NODES = 20_000
+#: costs up to ~40 us a node, so a file of tiny nodes meets the limit in
+#: under half a second; without one, 324 bytes of aliases expanded to 9**9.
+MAX_NODES = 10_000
 #: Levels of nested sequences and mappings. Shipped files use 5; PyYAML's
 #: composer and our converter recurse once per level.
 MAX_DEPTH = 64
