@@ -46,7 +46,7 @@
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 #define PLUGIN_NAME "cxlrig-mem"
-#define PLUGIN_VERSION "1.0.0"
+#define PLUGIN_VERSION "1.1.0"
 /* Bumped whenever a consumer of the JSON would have to change. */
 #define OUTPUT_FORMAT 1
 
@@ -65,9 +65,9 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MAX_PAGES (UINT64_C(1) << 28)
 /*
  * Instructions per vCPU between two ticks. A tick advances the clock that
- * stamps pages' "last" access, takes series points and pays injected
- * delay; 64 Ki instructions is well under a millisecond of TCG time and
- * the tick costs nothing measurable.
+ * stamps pages' "last" access and takes series points; 64 Ki instructions
+ * is well under a millisecond of TCG time and the tick costs nothing
+ * measurable.
  */
 #define TICK_INSNS 65536
 /* Delay debts smaller than this are carried, not slept: nanosleep overshoots
@@ -118,7 +118,7 @@ typedef struct {
     int32_t node;     /* node slot or -1 */
     int32_t region;   /* region slot or -1 */
     Page *pages;      /* the page holding `start`, or NULL */
-    int64_t extra[2]; /* delay=on: ns per read/write over the fastest node */
+    uint64_t extra[2]; /* delay=on: ns per read/write over the fastest node */
 } Segment;
 
 /*
@@ -186,8 +186,16 @@ typedef struct {
     uint32_t last_seg;
     uint32_t countdown;
     uint64_t rng;
-    int64_t debt_ns;
+    /*
+     * Delay: what the model owed for this slot's accesses, and what was
+     * slept for them. The outstanding debt is always owed_ns - slept_ns
+     * (negative after an oversleep), so no nanosecond is lost at a phase
+     * cut or an undershoot.
+     */
+    uint64_t owed_ns;
     uint64_t slept_ns;
+    uint64_t sleeps;
+    uint64_t max_over_ns; /* the largest single oversleep */
     uint64_t insns;
     uint64_t since_tick;
     uint64_t c[];
@@ -252,6 +260,11 @@ typedef struct {
     uint32_t node;
 } PageRec;
 
+/* The delay counters of every slot, summed. */
+typedef struct {
+    uint64_t owed_ns, slept_ns, sleeps, max_over_ns;
+} DelaySum;
+
 typedef struct {
     char *name; /* NULL: the open phase */
     uint64_t start_insns, end_insns;
@@ -259,13 +272,14 @@ typedef struct {
     uint64_t *c; /* ncounters raw (unscaled) deltas */
     PageRec *pages;
     size_t npages;
-    uint64_t slept_ns;
+    uint64_t slept_ns, owed_ns;
 } Phase;
 
 static Phase *phases;
 static size_t nphases;
 static uint64_t *open_base;
-static uint64_t open_start_insns, open_slept_base;
+static DelaySum open_delay_base;
+static uint64_t open_start_insns;
 static int64_t open_start_ns;
 /* Read by the tick to label series points. */
 static uint32_t open_index;
@@ -876,7 +890,7 @@ static bool validate_map(void)
 /* Page arrays for new ranges, then a new lookup table, then publish it. */
 static void publish_map(void)
 {
-    int64_t extra[MAX_NODES][2] = { { 0 } };
+    uint64_t extra[MAX_NODES][2] = { { 0 } };
     size_t nb = 0, n = 0, cap;
     uint64_t *b;
     Table *t;
@@ -904,7 +918,8 @@ static void publish_map(void)
         for (size_t i = 0; i < cfg.nnodes; i++) {
             for (int w = 0; w < 2; w++) {
                 if (cfg.nodes[i].lat_arg) {
-                    extra[i][w] = (int64_t)((cfg.nodes[i].lat[w] - min[w]) * cfg.sample);
+                    /* Sampled mode: one counted access stands for N. */
+                    extra[i][w] = (cfg.nodes[i].lat[w] - min[w]) * cfg.sample;
                 }
             }
         }
@@ -1017,6 +1032,24 @@ static inline Vcpu *slot(unsigned int vcpu_index)
     return vcpu_at(vcpu_index);
 }
 
+static void pay_delay(Vcpu *v);
+
+/*
+ * A delayed access: owe its extra time, and pay at once when the debt
+ * reaches DELAY_MIN_NS. Paying here rather than at the next tick keeps the
+ * outstanding debt under one threshold (plus one access's extra) at every
+ * instant, so a phase cut can never leave a tick's worth of debt behind.
+ */
+static inline void owe(Vcpu *v, uint64_t ns)
+{
+    uint64_t owed = rd(&v->owed_ns) + ns;
+
+    __atomic_store_n(&v->owed_ns, owed, __ATOMIC_RELAXED);
+    if (__builtin_expect((int64_t)(owed - rd(&v->slept_ns)) >= DELAY_MIN_NS, 0)) {
+        pay_delay(v);
+    }
+}
+
 /* One access, attributed by its physical address. */
 static inline __attribute__((always_inline)) void
 account(Vcpu *v, qemu_plugin_meminfo_t info, uint64_t vaddr, const bool delay)
@@ -1054,7 +1087,7 @@ account(Vcpu *v, qemu_plugin_meminfo_t info, uint64_t vaddr, const bool delay)
             __atomic_store_n(&p->last, rd(&clock_insns), __ATOMIC_RELAXED);
         }
         if (delay) {
-            v->debt_ns += s->extra[w];
+            owe(v, s->extra[w]);
         }
     } else {
         bump(&v->c[C_UNM(qemu_plugin_hwaddr_is_io(hw) ? UNM_IO : UNM_RAM) + w], 1);
@@ -1176,23 +1209,34 @@ static void series_tick(uint64_t insns)
     pthread_mutex_unlock(&series_lock);
 }
 
-static void pay_delay(Vcpu *v)
+/*
+ * Sleep off the slot's debt; what counts is what the clock says was slept.
+ * EINTR resumes with the time left; an undershoot (or a sleep that failed
+ * outright) leaves debt, slept again while it is over the threshold; an
+ * oversleep leaves the debt negative, and the next accesses repay it
+ * without sleeping. Whichever vCPU runs a block pays the debt of the slot
+ * it counts in (see Vcpu): under single-threaded TCG one host thread runs
+ * every vCPU, so the guest as a whole waits either way.
+ */
+static __attribute__((noinline, cold)) void pay_delay(Vcpu *v)
 {
-    struct timespec ts;
-    int64_t start, slept;
+    int saved_errno = errno;
+    int64_t debt;
 
-    if (v->debt_ns < DELAY_MIN_NS) {
-        return;
+    while ((debt = (int64_t)(rd(&v->owed_ns) - rd(&v->slept_ns))) >= DELAY_MIN_NS) {
+        struct timespec ts = { .tv_sec = debt / 1000000000, .tv_nsec = debt % 1000000000 };
+        int64_t start = now_ns(), slept;
+
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+        slept = now_ns() - start;
+        if (slept > debt && (uint64_t)(slept - debt) > rd(&v->max_over_ns)) {
+            __atomic_store_n(&v->max_over_ns, (uint64_t)(slept - debt), __ATOMIC_RELAXED);
+        }
+        bump(&v->sleeps, 1);
+        bump(&v->slept_ns, slept > 0 ? (uint64_t)slept : 0);
     }
-    ts.tv_sec = v->debt_ns / 1000000000;
-    ts.tv_nsec = v->debt_ns % 1000000000;
-    start = now_ns();
-    while (nanosleep(&ts, &ts) && errno == EINTR) {
-    }
-    slept = now_ns() - start;
-    /* Oversleep leaves the debt negative: the next accesses repay it. */
-    v->debt_ns -= slept;
-    bump(&v->slept_ns, (uint64_t)slept);
+    errno = saved_errno;
 }
 
 /* Out of line: the block callback that does not tick saves no registers. */
@@ -1203,9 +1247,6 @@ static __attribute__((noinline)) void tick(Vcpu *v)
     v->since_tick = 0;
     if (cfg.interval) {
         series_tick(now);
-    }
-    if (cfg.delay) {
-        pay_delay(v);
     }
 }
 
@@ -1247,16 +1288,25 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
  * Cutting phases (service thread, or the exit path after it is joined)
  */
 
-static void sum_counters(uint64_t *tot, uint64_t *slept)
+/*
+ * While vCPUs run, a slot's owed and slept are read a moment apart, like
+ * every other pair of counters in a cut (README: stop the VM for a sharp
+ * one); a stopped vCPU is never inside pay_delay.
+ */
+static void sum_counters(uint64_t *tot, DelaySum *d)
 {
     memset(tot, 0, ncounters * sizeof(uint64_t));
-    *slept = 0;
+    memset(d, 0, sizeof(*d));
     for (unsigned int c = 0; c < max_vcpus; c++) {
         Vcpu *v = vcpu_at(c);
+        uint64_t over = rd(&v->max_over_ns);
+        d->owed_ns += rd(&v->owed_ns);
+        d->slept_ns += rd(&v->slept_ns);
+        d->sleeps += rd(&v->sleeps);
+        d->max_over_ns = over > d->max_over_ns ? over : d->max_over_ns;
         for (size_t k = 0; k < ncounters; k++) {
             tot[k] += rd(&v->c[k]);
         }
-        *slept += rd(&v->slept_ns);
     }
 }
 
@@ -1288,16 +1338,17 @@ static int cmp_pagerec(const void *a, const void *b)
 static void cut(Phase *ph, bool advance)
 {
     uint64_t *tot = xcalloc(ncounters, sizeof(uint64_t));
-    uint64_t slept;
+    DelaySum d;
     size_t cap = 0;
 
     memset(ph, 0, sizeof(*ph));
     ph->end_insns = read_clock();
     ph->end_ns = now_ns();
-    sum_counters(tot, &slept);
+    sum_counters(tot, &d);
     ph->start_insns = open_start_insns;
     ph->start_ns = open_start_ns;
-    ph->slept_ns = slept - open_slept_base;
+    ph->slept_ns = d.slept_ns - open_delay_base.slept_ns;
+    ph->owed_ns = d.owed_ns - open_delay_base.owed_ns;
     ph->c = xcalloc(ncounters, sizeof(uint64_t));
     for (size_t k = 0; k < ncounters; k++) {
         ph->c[k] = tot[k] - open_base[k];
@@ -1330,7 +1381,7 @@ static void cut(Phase *ph, bool advance)
     qsort(ph->pages, ph->npages, sizeof(PageRec), cmp_pagerec);
     if (advance) {
         memcpy(open_base, tot, ncounters * sizeof(uint64_t));
-        open_slept_base = slept;
+        open_delay_base = d;
         open_start_insns = ph->end_insns;
         open_start_ns = ph->end_ns;
     }
@@ -1456,9 +1507,9 @@ static void json_phase(FILE *f, const Phase *ph, size_t index)
     fprintf(f, ", \"index\": %zu,\n", index);
     fprintf(f, "     \"start\": {\"insns\": %" PRIu64 ", \"ns\": %" PRId64 "}, "
             "\"end\": {\"insns\": %" PRIu64 ", \"ns\": %" PRId64 "}, "
-            "\"insns\": %" PRIu64 ", \"delay_ns\": %" PRIu64 ",\n",
-            ph->start_insns, ph->start_ns, ph->end_insns, ph->end_ns,
-            ph->end_insns - ph->start_insns, ph->slept_ns);
+            "\"insns\": %" PRIu64 ", \"delay_ns\": %" PRIu64 ", \"delay_owed_ns\": %" PRIu64
+            ",\n", ph->start_insns, ph->start_ns, ph->end_insns, ph->end_ns,
+            ph->end_insns - ph->start_insns, ph->slept_ns, ph->owed_ns);
     json_counts(f, ph->c, "     ");
     fprintf(f, ",\n     \"pages_touched\": %zu, \"pages\": [", ph->npages);
     for (size_t i = 0; i < shown; i++) {
@@ -1550,7 +1601,7 @@ static bool write_output(bool exited, char *err, size_t errlen)
     static char buf[1 << 20];
     Phase open;
     uint64_t *tot;
-    uint64_t slept;
+    DelaySum d;
     FILE *f;
     bool ok;
 
@@ -1561,7 +1612,7 @@ static bool write_output(bool exited, char *err, size_t errlen)
     pthread_mutex_lock(&write_lock);
     cut(&open, false);
     tot = xcalloc(ncounters, sizeof(uint64_t));
-    sum_counters(tot, &slept);
+    sum_counters(tot, &d);
 
     f = fopen(tmp, "w");
     if (!f) {
@@ -1585,14 +1636,18 @@ static bool write_output(bool exited, char *err, size_t errlen)
         fputs(i ? ", " : "", f);
         json_str(f, added[i]);
     }
-    fprintf(f, "],\n  \"sample\": %" PRIu64 ",\n  \"page_size\": %" PRIu64
+    fprintf(f, "],\n  \"vcpus\": %u,\n  \"sample\": %" PRIu64 ",\n  \"page_size\": %" PRIu64
             ",\n  \"pages\": %s,\n  \"pages_top\": %" PRIu64 ",\n  \"tick_insns\": %" PRIu64
-            ",\n", cfg.sample, PAGE_SIZE, cfg.pages ? "true" : "false", cfg.pages_top,
-            cfg.tick_insns);
+            ",\n", max_vcpus, cfg.sample, PAGE_SIZE, cfg.pages ? "true" : "false",
+            cfg.pages_top, cfg.tick_insns);
     fprintf(f, "  \"clock\": {\"insns\": %" PRIu64 ", \"ns\": %" PRId64 "},\n",
             open.end_insns, open.end_ns);
-    fprintf(f, "  \"delay\": {\"enabled\": %s, \"slept_ns\": %" PRIu64 "},\n",
-            cfg.delay ? "true" : "false", slept);
+    fprintf(f, "  \"delay\": {\"enabled\": %s, \"min_ns\": %d, "
+            "\"owed_ns\": %" PRIu64 ", \"slept_ns\": %" PRIu64 ", \"debt_ns\": %" PRId64
+            ", \"sleeps\": %" PRIu64 ", \"max_overshoot_ns\": %" PRIu64 "},\n",
+            cfg.delay ? "true" : "false",
+            DELAY_MIN_NS, d.owed_ns, d.slept_ns, (int64_t)(d.owed_ns - d.slept_ns), d.sleeps,
+            d.max_over_ns);
     fprintf(f, "  \"bad_index\": %" PRIu64 ",\n", rd(&bad_index));
     if (cfg.interval) {
         fprintf(f, "  \"interval\": {\"n\": %" PRIu64 ", \"unit\": \"%s\"},\n", cfg.interval,

@@ -113,7 +113,12 @@ class Phase(Counters):
     end_insns: int = 0
     start_ns: int = 0
     end_ns: int = 0
+    #: What delay=on slept during the phase.
     delay_ns: int = 0
+    #: The model's extra time for the phase's accesses (None from plugins
+    #: before 1.1.0). It differs from ``delay_ns`` by the
+    #: change of the outstanding debt over the phase (see the plugin's README).
+    delay_owed_ns: int | None = None
     pages_touched: int = 0
     #: Touched pages, most accessed first (at most ``pages_top`` of them).
     pages: tuple[PageCounts, ...] = ()
@@ -177,6 +182,17 @@ class PluginResults:
     totals: Counters
     phases: tuple[Phase, ...]
     series: tuple[SeriesPoint, ...]
+    # Written since plugin 1.1.0 (None from older files, same format).
+    #: Per-vCPU counter slots.
+    vcpus: int | None = None
+    #: The debt at which a vCPU sleeps.
+    delay_min_ns: int | None = None
+    delay_owed_ns: int | None = None
+    #: Owed minus slept: negative after an oversleep.
+    delay_debt_ns: int | None = None
+    delay_sleeps: int | None = None
+    #: The largest amount one sleep overshot its debt by.
+    delay_max_overshoot_ns: int | None = None
 
     @property
     def exited(self) -> bool:
@@ -231,6 +247,10 @@ class _Reader:
 
     def opt_int(self, d: dict[str, Any], key: str, where: str) -> int | None:
         return None if self.get(d, key, where) is None else self.int_(d, key, where)
+
+    def newer_int(self, d: dict[str, Any], key: str, where: str) -> int | None:
+        """A key later plugins added within the same format: None when absent."""
+        return self.int_(d, key, where) if key in d else None
 
     def str_(self, d: dict[str, Any], key: str, where: str) -> str:
         v = self.get(d, key, where)
@@ -297,6 +317,7 @@ class _Reader:
                      start_ns=self.int_(start, "ns", f"{where}.start"),
                      end_ns=self.int_(end, "ns", f"{where}.end"),
                      delay_ns=self.int_(d, "delay_ns", where),
+                     delay_owed_ns=self.newer_int(d, "delay_owed_ns", where),
                      pages_touched=self.int_(d, "pages_touched", where), pages=tuple(pages))
 
     def point(self, v: Any, where: str) -> SeriesPoint:
@@ -353,7 +374,13 @@ def parse(data: Any, source: str = "<plugin output>") -> PluginResults:
         phases=tuple(r.phase(p, f"phases[{i}]")
                      for i, p in enumerate(r.list_(top, "phases", ""))),
         series=tuple(r.point(p, f"series[{i}]")
-                     for i, p in enumerate(r.list_(top, "series", ""))))
+                     for i, p in enumerate(r.list_(top, "series", ""))),
+        vcpus=r.newer_int(top, "vcpus", ""),
+        delay_min_ns=r.newer_int(delay, "min_ns", "delay"),
+        delay_owed_ns=r.newer_int(delay, "owed_ns", "delay"),
+        delay_debt_ns=r.newer_int(delay, "debt_ns", "delay"),
+        delay_sleeps=r.newer_int(delay, "sleeps", "delay"),
+        delay_max_overshoot_ns=r.newer_int(delay, "max_overshoot_ns", "delay"))
 
 
 def loads(text: str, source: str = "<plugin output>") -> PluginResults:
