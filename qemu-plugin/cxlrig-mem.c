@@ -187,10 +187,10 @@ typedef struct {
     uint32_t countdown;
     uint64_t rng;
     /*
-     * Delay: what the model owed for this slot's accesses, and what was
-     * slept for them. The outstanding debt is always owed_ns - slept_ns
-     * (negative after an oversleep), so no nanosecond is lost at a phase
-     * cut or an undershoot.
+     * Delay: what the model owed for this slot's accesses while the delay
+     * was switched on, and what was slept for them. The outstanding debt
+     * is always owed_ns - slept_ns (negative after an oversleep), so no
+     * nanosecond is lost at a phase cut, a switch or an undershoot.
      */
     uint64_t owed_ns;
     uint64_t slept_ns;
@@ -217,6 +217,8 @@ static uint64_t clock_insns;
 /* Callbacks with an index beyond max_vcpus (see bad_index in README). */
 static uint64_t bad_index;
 static struct timespec t0;
+/* The run-time switch ("delay on|off"), read by the delay callbacks only. */
+static bool delay_on;
 static void (*mem_cb)(unsigned int, qemu_plugin_meminfo_t, uint64_t, void *);
 
 static inline Vcpu *vcpu_at(unsigned int i)
@@ -1086,7 +1088,7 @@ account(Vcpu *v, qemu_plugin_meminfo_t info, uint64_t vaddr, const bool delay)
             bump(&p->n[w], 1);
             __atomic_store_n(&p->last, rd(&clock_insns), __ATOMIC_RELAXED);
         }
-        if (delay) {
+        if (delay && __atomic_load_n(&delay_on, __ATOMIC_RELAXED)) {
             owe(v, s->extra[w]);
         }
     } else {
@@ -1642,10 +1644,11 @@ static bool write_output(bool exited, char *err, size_t errlen)
             cfg.pages_top, cfg.tick_insns);
     fprintf(f, "  \"clock\": {\"insns\": %" PRIu64 ", \"ns\": %" PRId64 "},\n",
             open.end_insns, open.end_ns);
-    fprintf(f, "  \"delay\": {\"enabled\": %s, \"min_ns\": %d, "
+    fprintf(f, "  \"delay\": {\"enabled\": %s, \"active\": %s, \"min_ns\": %d, "
             "\"owed_ns\": %" PRIu64 ", \"slept_ns\": %" PRIu64 ", \"debt_ns\": %" PRId64
             ", \"sleeps\": %" PRIu64 ", \"max_overshoot_ns\": %" PRIu64 "},\n",
             cfg.delay ? "true" : "false",
+            cfg.delay && __atomic_load_n(&delay_on, __ATOMIC_RELAXED) ? "true" : "false",
             DELAY_MIN_NS, d.owed_ns, d.slept_ns, (int64_t)(d.owed_ns - d.slept_ns), d.sleeps,
             d.max_over_ns);
     fprintf(f, "  \"bad_index\": %" PRIu64 ",\n", rd(&bad_index));
@@ -1814,6 +1817,30 @@ static void add_command(int fd, char *args)
     free(msg);
 }
 
+/*
+ * "delay on|off". Switching off stops owing at once; a debt still
+ * outstanding (under one threshold, or an oversleep's credit) is neither
+ * slept while off, so nothing leaks into an off phase, nor dropped: it is
+ * carried to the next "delay on", so owed and paid agree over the run.
+ */
+static void delay_command(int fd, const char *arg)
+{
+    bool on;
+
+    if (!arg || (strcmp(arg, "on") && strcmp(arg, "off"))) {
+        reply(fd, "error delay on|off: expected on or off");
+        return;
+    }
+    on = !strcmp(arg, "on");
+    if (on && !cfg.delay) {
+        reply(fd, "error delay on: delay=on is needed at load (it installs the "
+              "delaying callbacks)");
+        return;
+    }
+    __atomic_store_n(&delay_on, on, __ATOMIC_RELAXED);
+    reply(fd, "ok");
+}
+
 static void command(int fd, char *line)
 {
     char err[PATH_MAX + 128];
@@ -1845,11 +1872,13 @@ static void command(int fd, char *line)
             return;
         }
         reply(fd, "ok");
+    } else if (!strcmp(line, "delay")) {
+        delay_command(fd, arg);
     } else if (!strcmp(line, "ping") && !arg) {
         reply(fd, "ok %s %s", PLUGIN_NAME, PLUGIN_VERSION);
     } else {
         reply(fd, "error unknown command (known: snapshot NAME, add KEY=VALUE..., reset, "
-              "flush, ping)");
+              "flush, delay on|off, ping)");
     }
 }
 
@@ -2070,6 +2099,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     if (cfg.interval) {
         series_next = cfg.interval;
     }
+    delay_on = cfg.delay;
     mem_cb = cfg.sample > 1 ? (cfg.delay ? mem_sampled_delay : mem_sampled)
                             : (cfg.delay ? mem_exact_delay : mem_exact);
 

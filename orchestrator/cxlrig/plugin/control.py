@@ -135,5 +135,15 @@ class Control:
         """Write the output file now."""
         self.command("flush")
 
+    def delay(self, on: bool) -> None:
+        """Switch delay accounting on or off while the guest runs.
+
+        Needs ``delay=on`` at load (the plugin answers ``error`` otherwise
+        to ``delay on``). Stop the VM around the switch and a snapshot for
+        phases that are wholly on or off.
+        """
+        self.command("delay on" if on else "delay off")
+
     def ping(self) -> str:
+        """``cxlrig-mem VERSION``."""
         return self.command("ping")

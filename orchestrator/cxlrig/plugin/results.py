@@ -115,8 +115,8 @@ class Phase(Counters):
     end_ns: int = 0
     #: What delay=on slept during the phase.
     delay_ns: int = 0
-    #: The model's extra time for the phase's accesses (None from plugins
-    #: before 1.1.0). It differs from ``delay_ns`` by the
+    #: The model's extra time for the phase's accesses while the delay was on
+    #: (None from plugins before 1.1.0). It differs from ``delay_ns`` by the
     #: change of the outstanding debt over the phase (see the plugin's README).
     delay_owed_ns: int | None = None
     pages_touched: int = 0
@@ -185,6 +185,8 @@ class PluginResults:
     # Written since plugin 1.1.0 (None from older files, same format).
     #: Per-vCPU counter slots.
     vcpus: int | None = None
+    #: The run-time switch (``delay on|off``) when the file was written.
+    delay_active: bool | None = None
     #: The debt at which a vCPU sleeps.
     delay_min_ns: int | None = None
     delay_owed_ns: int | None = None
@@ -376,6 +378,7 @@ def parse(data: Any, source: str = "<plugin output>") -> PluginResults:
         series=tuple(r.point(p, f"series[{i}]")
                      for i, p in enumerate(r.list_(top, "series", ""))),
         vcpus=r.newer_int(top, "vcpus", ""),
+        delay_active=r.bool_(delay, "active", "delay") if "active" in delay else None,
         delay_min_ns=r.newer_int(delay, "min_ns", "delay"),
         delay_owed_ns=r.newer_int(delay, "owed_ns", "delay"),
         delay_debt_ns=r.newer_int(delay, "debt_ns", "delay"),
