@@ -74,7 +74,13 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
  * by tens of microseconds, and the measured overshoot is paid back later. */
 #define DELAY_MIN_NS 200000
 #define CONTROL_CLIENTS 4
+/* A client's line buffer: the longest command is one byte less (its '\n'). */
 #define CONTROL_LINE 4096
+#define MAX_WAYS 16
+#define MIN_GRAN 256
+#define MAX_GRAN 16384
+#define MAX_FLUSH_S 86400
+#define MAX_CONTROL_PATH (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
 /* ---------------------------------------------------------------------------
  * Configuration: built by qemu_plugin_install; the map (nodes, ranges,
@@ -110,7 +116,7 @@ typedef struct {
     uint64_t base, size;
     uint32_t ways, gran, gran_shift;
     bool ways_pow2;
-    uint32_t dev[16]; /* device index per interleave position */
+    uint32_t dev[MAX_WAYS]; /* device index per interleave position */
 } Region;
 
 typedef struct {
@@ -415,7 +421,7 @@ static bool parse_seconds_ms(const char *s, uint64_t *ms)
     }
     memcpy(whole, s, wl);
     whole[wl] = '\0';
-    if (!all_digits(whole) || !parse_u64(whole, &w) || w > 86400) {
+    if (!all_digits(whole) || !parse_u64(whole, &w) || w > MAX_FLUSH_S) {
         return false;
     }
     if (dot) {
@@ -578,7 +584,7 @@ static int add_dev(const char *arg, const char *name)
 /* region=NAME:BASE:SIZE:WAYS:GRAN:DEV0+DEV1+... */
 static bool parse_region(const char *arg, const char *v)
 {
-    char buf[1280], *f[6], *d[17];
+    char buf[1280], *f[6], *d[MAX_WAYS + 1];
     Region r = { .arg = arg };
     uint64_t ways, gran;
     size_t nd;
@@ -609,9 +615,10 @@ static bool parse_region(const char *arg, const char *v)
           ways == 8 || ways == 12 || ways == 16)) {
         return fail(arg, "WAYS '%s' is not one of 1, 2, 3, 4, 6, 8, 12, 16", f[3]);
     }
-    if (!parse_u64(f[4], &gran) || gran < 256 || gran > 16384 ||
+    if (!parse_u64(f[4], &gran) || gran < MIN_GRAN || gran > MAX_GRAN ||
         (gran & (gran - 1))) {
-        return fail(arg, "GRAN '%s' is not a power of two from 256 to 16384", f[4]);
+        return fail(arg, "GRAN '%s' is not a power of two from %d to %d", f[4], MIN_GRAN,
+                    MAX_GRAN);
     }
     r.ways = (uint32_t)ways;
     r.gran = (uint32_t)gran;
@@ -623,10 +630,10 @@ static bool parse_region(const char *arg, const char *v)
     if (r.size % (gran * ways)) {
         return fail(arg, "SIZE must be a multiple of GRAN * WAYS");
     }
-    nd = split(f[5], '+', d, 16);
+    nd = split(f[5], '+', d, MAX_WAYS);
     if (nd != ways) {
-        return fail(arg, "%zu device names for %" PRIu64 " ways", nd > 16 ? (size_t)17 : nd,
-                    ways);
+        return fail(arg, "%zu device names for %" PRIu64 " ways",
+                    nd > MAX_WAYS ? (size_t)MAX_WAYS + 1 : nd, ways);
     }
     for (size_t i = 0; i < nd; i++) {
         if (!valid_name(d[i])) {
@@ -768,9 +775,8 @@ static bool parse_args(int argc, char **argv)
         } else if (!strcmp(key, "control")) {
             if (!once(arg, key, &seen_control)) {
                 ok = false;
-            } else if (!*v || strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-                ok = fail(arg, "the socket path must be 1 to %zu bytes",
-                          sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            } else if (!*v || strlen(v) > MAX_CONTROL_PATH) {
+                ok = fail(arg, "the socket path must be 1 to %zu bytes", MAX_CONTROL_PATH);
             }
             cfg.control = v;
         } else if (!strcmp(key, "sample")) {
@@ -806,7 +812,8 @@ static bool parse_args(int argc, char **argv)
             if (!once(arg, key, &seen_flush)) {
                 ok = false;
             } else if (!parse_seconds_ms(v, &cfg.flush_ms)) {
-                ok = fail(arg, "expected seconds (0 to 86400, up to 3 decimals; 0: off)");
+                ok = fail(arg, "expected seconds (0 to %d, up to 3 decimals; 0: off)",
+                          MAX_FLUSH_S);
             }
         } else if (!strcmp(key, "delay")) {
             ok &= once(arg, key, &seen_delay) && parse_onoff(arg, v, &cfg.delay);
@@ -1841,6 +1848,25 @@ static void delay_command(int fd, const char *arg)
     reply(fd, "ok");
 }
 
+/*
+ * Every limit and format constant a client must agree with, as one line
+ * of JSON; integers and strings only.
+ */
+static void limits_command(int fd)
+{
+    reply(fd, "ok {\"plugin\": \"%s\", \"version\": \"%s\", \"api_version\": %d, "
+          "\"output_format\": %d, \"max_nodes\": %d, \"max_regions\": %d, "
+          "\"max_devs\": %d, \"max_name\": %d, \"max_node_id\": %d, \"max_lat_ns\": %d, "
+          "\"max_sample\": %d, \"max_ways\": %d, \"min_granularity\": %d, "
+          "\"max_granularity\": %d, \"page_size\": %" PRIu64 ", \"max_pages\": %" PRIu64
+          ", \"max_flush_s\": %d, \"max_control_path\": %zu, \"tick_insns\": %d, "
+          "\"delay_min_ns\": %d, \"control_line\": %d, \"control_clients\": %d}",
+          PLUGIN_NAME, PLUGIN_VERSION, QEMU_PLUGIN_VERSION, OUTPUT_FORMAT, MAX_NODES,
+          MAX_REGIONS, MAX_DEVS, MAX_NAME, MAX_NODE_ID, MAX_LAT_NS, MAX_SAMPLE, MAX_WAYS,
+          MIN_GRAN, MAX_GRAN, PAGE_SIZE, MAX_PAGES, MAX_FLUSH_S, MAX_CONTROL_PATH, TICK_INSNS,
+          DELAY_MIN_NS, CONTROL_LINE - 1, CONTROL_CLIENTS);
+}
+
 static void command(int fd, char *line)
 {
     char err[PATH_MAX + 128];
@@ -1874,11 +1900,13 @@ static void command(int fd, char *line)
         reply(fd, "ok");
     } else if (!strcmp(line, "delay")) {
         delay_command(fd, arg);
+    } else if (!strcmp(line, "limits") && !arg) {
+        limits_command(fd);
     } else if (!strcmp(line, "ping") && !arg) {
         reply(fd, "ok %s %s", PLUGIN_NAME, PLUGIN_VERSION);
     } else {
         reply(fd, "error unknown command (known: snapshot NAME, add KEY=VALUE..., reset, "
-              "flush, delay on|off, ping)");
+              "flush, delay on|off, limits, ping)");
     }
 }
 

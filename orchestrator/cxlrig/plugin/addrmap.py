@@ -25,10 +25,21 @@ from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS, Performance, To
 
 PAGE = 4096
 #: Limits the plugin enforces; checked here too so mistakes surface before QEMU starts.
+#: The plugin's control command ``limits`` reports its own values, and
+#: tests/machine/test_plugin_limits.py holds these to them.
 MAX_NODE_ID = 4095
 MAX_LATENCY_NS = 1_000_000
 MAX_SAMPLE = 1_000_000_000
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+#: Region, device and phase names: 1 to MAX_NAME letters, digits, ``_``, ``-``, ``.``.
+MAX_NAME = 63
+#: ``flush=`` in seconds; ``control=`` in bytes (a UNIX socket path).
+MAX_FLUSH_S = 86400
+MAX_CONTROL_PATH = 107
+#: The longest control command in bytes, without its newline.
+MAX_CONTROL_LINE = 4095
+#: delay=on sleeps once a vCPU owes this much (the bound on owed minus paid).
+DELAY_MIN_NS = 200_000
+_NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
 
 
 class PluginConfigError(CxlrigError, ValueError):

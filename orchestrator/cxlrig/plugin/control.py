@@ -6,6 +6,7 @@ message``. The protocol is described in ``qemu-plugin/README.md``.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cxlrig.errors import CxlrigError
+from cxlrig.plugin.addrmap import MAX_CONTROL_LINE
 from cxlrig.timeouts import TIMEOUTS
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,10 @@ class Control:
         """Send one command; return what follows ``ok``, raise on ``error``."""
         if "\n" in line:
             raise ValueError(f"a control command is one line: {line!r}")
+        if len(line.encode()) > MAX_CONTROL_LINE:
+            # The plugin would answer "error" and hang up.
+            raise ValueError(f"a control command is at most {MAX_CONTROL_LINE} bytes, "
+                             f"this one {len(line.encode())}: {line[:60]!r}...")
         if self._sock is None:
             self.connect()
         assert self._sock is not None
@@ -143,6 +149,23 @@ class Control:
         phases that are wholly on or off.
         """
         self.command("delay on" if on else "delay off")
+
+    def limits(self) -> dict[str, int | str]:
+        """The plugin's limits and format constants (``max_node_id``, ``delay_min_ns``, ...)."""
+        text = self.command("limits")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ControlError(f"plugin control 'limits': not JSON: {text!r}") from exc
+        if not isinstance(data, dict):
+            raise ControlError(f"plugin control 'limits': not a JSON object: {text!r}")
+        out: dict[str, int | str] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ControlError(f"plugin control 'limits': {key} is {value!r}, "
+                                   "not an integer or a string")
+            out[key] = value
+        return out
 
     def ping(self) -> str:
         """``cxlrig-mem VERSION``."""
