@@ -831,8 +831,14 @@ static bool parse_args(int argc, char **argv)
         ok = fail(NULL, "interval_unit= needs interval=");
     }
     ok &= apply_lats(0);
-    if (cfg.delay && nlats == 0) {
-        ok = fail(NULL, "delay=on needs at least one lat=");
+    /*
+     * A map given at start without any latency can only be a mistake with
+     * delay=on. With no node= at all the whole map, latencies included,
+     * comes later with "add" (e.g. into a machine started paused).
+     */
+    if (cfg.delay && nlats == 0 && cfg.nranges > 0) {
+        ok = fail(NULL, "delay=on needs at least one lat= when node= ranges are given "
+                  "(or no node= at all, to add the map over the control socket)");
     }
     return ok;
 }

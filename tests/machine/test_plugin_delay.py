@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cxlrig.machine.runner import Machine, RunDir
+from cxlrig.machine.runner import LaunchError, Machine, RunDir
 from cxlrig.plugin import (
     AddressMap,
     Control,
@@ -29,6 +29,7 @@ from cxlrig.plugin import (
     PluginResults,
     build_plugin,
     load_results,
+    map_args,
     parse_mtree,
     plugin_args,
 )
@@ -142,6 +143,46 @@ def test_delay_owes_the_model_and_switches_off_and_on(
     assert off.delay_owed_ns == 0 and off.delay_ns == 0
     assert r.delay_sleeps and r.delay_sleeps > 0
     check_run_totals(r)
+
+
+def test_the_whole_map_can_come_over_the_control_socket(
+        lib: Path, topo: Topology, amap: AddressMap, tmp_path: Path, sockdir: Path) -> None:
+    # As the orchestrator will: start paused with no node= or lat= at all,
+    # add the DRAM map, then let the vCPUs run. Sampled, with a series.
+    run = RunDir.create(tmp_path, "added")
+    ctl = sockdir / "c.sock"
+    args = (("out", str(run.path / "plugin.json")), ("sample", "4"),
+            ("interval", "1000000"), ("control", str(ctl)), ("delay", "on"))
+    opts = QemuOptions(accel="tcg", single_thread=True, paused=True, plugin=Plugin(lib, args))
+    with Machine(topo, opts, run) as m, Control(ctl) as c:
+        c.add(map_args(amap))
+        m.qmp("cont")
+        time.sleep(FIRMWARE_S)
+        m.qmp("stop")
+        c.snapshot("fw")
+    r = load_results(run.path / "plugin.json")
+
+    assert not any(a.startswith(("node=", "lat=")) for a in r.args)
+    assert r.added == tuple(f"{k}={v}" for k, v in map_args(amap))
+    assert [n.id for n in r.nodes] == [0, 1] and r.nodes[0].read_ns == SLOW.read_ns
+    fw = r.phase("fw")
+    assert fw.nodes[0].total > 0 and fw.nodes[0].reads % 4 == 0 and r.series
+    # Sampled: each counted access owes for the four it stands for, exactly
+    # what the (multiplied) counts say.
+    assert fw.delay_owed_ns == owed_by_model(fw) > 0
+    assert abs(fw.delay_ns - fw.delay_owed_ns) < bound(r)
+    check_run_totals(r)
+
+
+def test_delay_on_with_a_map_but_no_latency_is_still_refused(
+        lib: Path, topo: Topology, amap: AddressMap, tmp_path: Path) -> None:
+    args = (("out", str(tmp_path / "p.json")),
+            *((k, v) for k, v in map_args(amap) if k == "node"), ("delay", "on"))
+    opts = QemuOptions(accel="tcg", single_thread=True, plugin=Plugin(lib, args))
+    with pytest.raises(LaunchError) as err:
+        Machine(topo, opts, RunDir.create(tmp_path, "bad")).launch()
+    assert "cxlrig-mem: delay=on needs at least one lat= when node= ranges are given" \
+        in err.value.output
 
 
 @pytest.mark.parametrize("delay", [False, True], ids=["loaded-without", "loaded-with"])
