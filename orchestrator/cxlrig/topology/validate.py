@@ -151,13 +151,6 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def _fmt_size(n: int) -> str:
-    for unit, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n and n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
-
-
 class _Checker:
     """The meaning checks. Collects problems; resolves when there are none."""
 
@@ -272,7 +265,7 @@ class _Checker:
         for i, node in enumerate(mach.nodes):
             p: Path = ("machine", "nodes", i)
             if node.memory < m.MEMORY_BLOCK or node.memory % m.MEMORY_BLOCK:
-                self.bad((*p, "memory"), f"{_fmt_size(node.memory)} is not a positive multiple "
+                self.bad((*p, "memory"), f"{s.format_size(node.memory)} is not a positive multiple "
                          "of 128M (the x86_64 memory block size; Linux trims the rest)")
             cpus = node.cpus
             if cpus is None:
@@ -293,8 +286,8 @@ class _Checker:
                          f"unplaced: {', '.join(map(str, missing))}")
         total = sum(n.memory for n in mach.nodes)
         if mach.maxmem is not None and total > mach.maxmem:
-            self.bad(("machine", "maxmem"), f"the nodes have {_fmt_size(total)} of memory, "
-                     f"above maxmem {_fmt_size(mach.maxmem)}")
+            self.bad(("machine", "maxmem"), f"the nodes have {s.format_size(total)} of memory, "
+                     f"above maxmem {s.format_size(mach.maxmem)}")
         return nodes
 
     def check_ids(self) -> None:
@@ -316,11 +309,11 @@ class _Checker:
         for key in ("volatile", "persistent"):
             size = getattr(dev, key)
             if size % m.CXL_CAPACITY_UNIT:
-                self.bad((*p, key), f"{_fmt_size(size)} is not a multiple of 256M "
+                self.bad((*p, key), f"{s.format_size(size)} is not a multiple of 256M "
                          "(a CXL device reports capacity in 256M units: Linux would see less)")
         dc = dev.dynamic_capacity
         if dc is not None and (dc.size == 0 or dc.size % (dc.regions * m.CXL_CAPACITY_UNIT)):
-            self.bad((*p, "dynamic_capacity", "size"), f"{_fmt_size(dc.size)} must be a "
+            self.bad((*p, "dynamic_capacity", "size"), f"{s.format_size(dc.size)} must be a "
                      f"positive multiple of {dc.regions} x 256M ({dc.regions} regions of "
                      "whole 256M units)")
         if dev.volatile == 0 and dev.persistent == 0 and dc is None:
@@ -330,14 +323,14 @@ class _Checker:
             if dev.persistent == 0:
                 self.bad((*p, "lsa"), "a label storage area only serves persistent capacity")
             elif dev.lsa < 4096 or dev.lsa % 4096:
-                self.bad((*p, "lsa"), f"{_fmt_size(dev.lsa)} is not a positive multiple of 4K")
+                self.bad((*p, "lsa"), f"{s.format_size(dev.lsa)} is not a positive multiple of 4K")
 
     def check_window(self, w: s.WindowSpec, p: Path, hb_ids: set[str]) -> None:
         if w.size == 0 or w.size % m.CXL_CAPACITY_UNIT:
-            self.bad((*p, "size"), f"{_fmt_size(w.size)} is not a positive multiple of 256M "
+            self.bad((*p, "size"), f"{s.format_size(w.size)} is not a positive multiple of 256M "
                      "(QEMU refuses the window)")
         if w.granularity not in m.LEGAL_GRANULARITY:
-            self.bad((*p, "granularity"), f"{_fmt_size(w.granularity)} is not an interleave "
+            self.bad((*p, "granularity"), f"{s.format_size(w.granularity)} is not an interleave "
                      "granularity (256, 512, 1K, 2K, 4K, 8K or 16K)")
         if len(w.targets) not in m.LEGAL_WAYS:
             self.bad((*p, "targets"), f"{len(w.targets)} targets is not a legal interleave "
@@ -382,8 +375,8 @@ class _Checker:
                          f"(ways: {', '.join(map(str, m.LEGAL_WAYS))})")
                 ok = False
             if r.granularity is not None and r.granularity not in m.LEGAL_GRANULARITY:
-                self.bad((*p, "granularity"), f"{_fmt_size(r.granularity)} is not an interleave "
-                         "granularity (256, 512, 1K, 2K, 4K, 8K or 16K)")
+                self.bad((*p, "granularity"), f"{s.format_size(r.granularity)} is not an "
+                         "interleave granularity (256, 512, 1K, 2K, 4K, 8K or 16K)")
                 ok = False
             if r.type == "pmem" and r.online is not None:
                 self.bad((*p, "online"), "only ram regions are onlined; pmem regions "
@@ -407,7 +400,7 @@ class _Checker:
                              f"{', '.join(win.targets)} in that order), not '{dev.host_bridge}'")
             if win.ways > 1 and r.granularity is not None and r.granularity != win.granularity:
                 self.bad((*p, "granularity"), f"window '{win.id}' interleaves host bridges at "
-                         f"{_fmt_size(win.granularity)}; Linux requires the region to use the "
+                         f"{s.format_size(win.granularity)}; Linux requires the region to use the "
                          "same granularity")
             cap = "volatile" if r.type == "ram" else "persistent"
             smallest = min(getattr(dv, cap) for dv in devs)
@@ -418,15 +411,15 @@ class _Checker:
             size = r.size if r.size is not None else smallest * ways
             unit = m.CXL_CAPACITY_UNIT * ways
             if r.size is not None and (size == 0 or size % unit):
-                self.bad((*p, "size"), f"{_fmt_size(size)} is not a positive multiple of "
-                         f"{_fmt_size(unit)} (256M per device, {ways} devices)")
+                self.bad((*p, "size"), f"{s.format_size(size)} is not a positive multiple of "
+                         f"{s.format_size(unit)} (256M per device, {ways} devices)")
                 continue
             for dv in devs:
                 used[(dv.id, cap)] += size // ways
                 have = getattr(dv, cap)
                 if used[(dv.id, cap)] > have and have:
-                    self.bad((*p, "size"), f"needs {_fmt_size(used[(dv.id, cap)])} of "
-                             f"{cap} capacity on '{dv.id}', which has {_fmt_size(have)}")
+                    self.bad((*p, "size"), f"needs {s.format_size(used[(dv.id, cap)])} of "
+                             f"{cap} capacity on '{dv.id}', which has {s.format_size(have)}")
             for port in dict.fromkeys([*(d.host_bridge for d in devs),
                                        *(d.switch for d in devs if d.switch)]):
                 decoders[port].append(r.id)
@@ -443,7 +436,8 @@ class _Checker:
             in_window[win.id] += size
             if in_window[win.id] > win.size:
                 self.bad((*p, "size"), f"regions in window '{win.id}' need "
-                         f"{_fmt_size(in_window[win.id])}, above its size {_fmt_size(win.size)}")
+                         f"{s.format_size(in_window[win.id])}, above its size "
+                         f"{s.format_size(win.size)}")
 
     @staticmethod
     def _decoders(topo: m.Topology, port: str) -> int:
