@@ -371,9 +371,6 @@ def test_not_utf8_is_located(tmp_path: Path) -> None:
         Problem(str(path), 2, 17, "", "not UTF-8 text: invalid continuation byte")]
 
 
-@pytest.mark.xfail(raises=UnicodeDecodeError, strict=True,
-                   reason="load_scenario reads with read_text; remove this mark once it "
-                   "uses read_located")
 def test_scenario_not_utf8_is_located(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(SCENARIO.replace("title: t", "title: caf\u00e9").encode("latin-1"))

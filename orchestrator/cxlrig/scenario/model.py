@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cxlrig.errors import CheckFailed
 from cxlrig.images.kernel import VARIANTS, VariantName
 from cxlrig.topology.validate import shape_problems
-from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, load_located
+from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, read_located
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
@@ -151,13 +151,8 @@ class ScenarioError(CheckFailed):
 
 def load_scenario(path: str | FsPath) -> tuple[ScenarioSpec, Located]:
     """Read and validate a scenario file, or raise ScenarioError."""
-    name = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError([Problem(name, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
-    try:
-        doc = load_located(text, name)
+        doc = read_located(path)
     except YamlLoadError as exc:
         raise ScenarioError(exc.problems) from None
     if not isinstance(doc.data, dict):
