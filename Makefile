@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/check_large.py
 	$(PY) bench/boot_ready.py
 	$(PY) bench/plugin_overhead.py
+	$(PY) bench/delay.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runs

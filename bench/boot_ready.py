@@ -4,17 +4,20 @@
 Ready means: a shell in the guest and, for the full boot, every region of
 the YAML created, onlined and verified as a NUMA node. The bare boots use
 the same kernel and initramfs: the same machine without the CXL bring-up,
-and a machine with the same DRAM and no CXL devices at all. Median of N.
+and a machine with the same DRAM and no CXL devices at all. The three are
+interleaved in each repetition; printed are the median with min-max of each,
+and the median (min-max) of the full boot's ratio to each within a repetition.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from benchstats import DEFAULT_REPEAT, Spread, paired_ratios, repeat_arg
 
 from cxlrig.guest.boot import GuestImage, booted
 from cxlrig.images.initramfs import build_initramfs
@@ -29,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--topology", default=str(REPO / "topologies" / "default.yaml"))
     ap.add_argument("--variant", default="v2")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=repeat_arg, default=DEFAULT_REPEAT)
     args = ap.parse_args()
 
     topo = load(args.topology)
@@ -49,13 +52,12 @@ def main() -> None:
                     took = time.monotonic() - start
                 times[name].append(took)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    full = med["full (boot + CXL bring-up)"]
-    print(f"{topo.name}, kernel {args.variant}, TCG, median of {args.repeat} "
-          "(QEMU start to ready shell)")
-    for name, value in med.items():
-        print(f"  {name:30s} {value:6.2f} s   full/this {full / value:5.2f}x")
-
+    full = times["full (boot + CXL bring-up)"]
+    print(f"{topo.name}, kernel {args.variant}, TCG, {args.repeat} repetitions, interleaved "
+          "(QEMU start to ready shell): median [min-max]; full/this per repetition")
+    for name, values in times.items():
+        print(f"  {name:30s} {Spread.of(values).show(unit=' s'):>28}   "
+              f"full/this {paired_ratios(full, values).show(fmt='.2f', unit='x')}")
 
 if __name__ == "__main__":
     main()

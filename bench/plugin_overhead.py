@@ -27,9 +27,10 @@ bound to the CXL region's node (--cxl-mb, default 20 MB). Configurations:
                looked up and dropped
 
 QEMU's plugins are built from the QEMU source that set-up unpacks into the
-cache (never committed). Printed: medians of --repeat runs and their ratio
-to plain, all measured in this one invocation, then the figures the goals
-name.
+cache (never committed). Configurations are interleaved in every repetition
+(--repeat, default 3). Printed: each figure's median [min-max] over the
+repetitions, its ratio to plain as the median [min-max] of the ratios within
+a repetition, then the figures the goals name, each with its spread.
 """
 
 from __future__ import annotations
@@ -38,30 +39,30 @@ import argparse
 import hashlib
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from benchstats import DEFAULT_REPEAT, Spread, paired_ratios, repeat_arg
+
 from cxlrig import paths
 from cxlrig.guest.boot import GuestImage, booted
 from cxlrig.images.initramfs import build_initramfs
 from cxlrig.images.kernel import build_kernel
-from cxlrig.machine.check import paused_memory_tree
-from cxlrig.machine.runner import RunDir
+from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.plugin import (
+    AddressMap,
     Control,
     build_plugin,
     dram_map,
     load_results,
     map_args,
-    parse_mtree,
     plugin_args,
     region_map,
 )
-from cxlrig.plugin.addrmap import MemoryLayout
 from cxlrig.qemu.args import Plugin
+from cxlrig.qemu.mtree import MemoryLayout
 from cxlrig.topology import Topology, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,30 +136,37 @@ def with_cpus(topo: Topology, cpus: int) -> Topology:
     return replace(topo, cpus=cpus, nodes=nodes)
 
 
-def memory_layout(topo: Topology, root: Path) -> MemoryLayout:
-    return parse_mtree(paused_memory_tree(topo, root))
+CONFIGS = ("plain", "cxlrig", "cxlrig/16", *OTHERS)
 
 
-def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
-            config: str, plugins: dict[str, Path], root: Path, times: Times,
-            sizes: dict[str, int]) -> None:
+def one_run(topo: Topology, kernel: Path, initrd: Path, config: str, plugins: dict[str, Path],
+            root: Path, times: Times, sizes: dict[str, int]) -> None:
     run = RunDir.create(root, config.replace("/", "-"))
     ctl = root / f"{config.replace('/', '-')}.sock"
     plugin = None
-    if config.startswith("cxlrig"):
+    control = Control(ctl) if config.startswith("cxlrig") else None
+    layouts: list[MemoryLayout] = []
+
+    def before_start(machine: Machine, layout: MemoryLayout) -> None:
+        # As every plugin run does: the DRAM map before the first instruction.
+        layouts.append(layout)
+        if control is not None:
+            control.connect()
+            control.add(map_args(dram_map(topo, layout)))
+
+    if control is not None:
         sample = 16 if config == "cxlrig/16" else 1
         plugin = Plugin(plugins["cxlrig"], plugin_args(
-            dram_map(topo, layout), out=run.path / "plugin.json", control=ctl, sample=sample))
+            AddressMap(), out=run.path / "plugin.json", control=ctl, sample=sample))
     elif config in OTHERS:
         name, args = OTHERS[config]
         plugin = Plugin(plugins[name], args)
-    with booted(topo, GuestImage(kernel, initrd), run, plugin=plugin) as guest:
+    with booted(topo, GuestImage(kernel, initrd), run, plugin=plugin,
+                before_start=before_start) as guest:
         times.boot.append(guest.boot_seconds)
         cxl_node = guest.regions[0].node
-        control = Control(ctl) if config.startswith("cxlrig") else None
         if control is not None:
-            control.connect()
-            control.add(map_args(region_map(topo, layout,
+            control.add(map_args(region_map(topo, layouts[0],
                                             {r.id: r.base for r in guest.regions})))
             control.reset()
         for name, command in WORKLOADS.items():
@@ -181,43 +189,57 @@ def one_run(topo: Topology, layout: MemoryLayout, kernel: Path, initrd: Path,
 
 
 def goals(results: dict[str, Times]) -> None:
-    """The figures the plugin's goals are stated in, on the DRAM workload."""
-    med = statistics.median
-
-    def dram(config: str) -> float | None:
+    """The figures the plugin's goals are stated in, on the DRAM workload, each the
+    median [min-max] over repetitions of figures computed within one repetition."""
+    def dram(config: str) -> list[float] | None:
         t = results.get(config)
-        return med(t.dram) if t and t.dram else None
+        return t.dram if t and t.dram else None
 
     plain, floor, exact, sampled, hot = (dram(c) for c in
                                          ("plain", "nullcb", "cxlrig", "cxlrig/16", "hotpages"))
     if plain is None:
         return
-    print("goals, on the DRAM workload:")
-    if exact is not None and hot is not None and hot > plain:
-        print(f"  exact mode's overhead is {(exact - plain) / (hot - plain):.0%} of hotpages' "
-              "(goal: at most 50%)")
+
+    def share_of_overhead(these: list[float], other: list[float]) -> Spread | None:
+        pairs = [(a - p) / (b - p) for a, b, p in zip(these, other, plain, strict=True)
+                 if b > p]
+        return Spread.of(pairs) if pairs else None
+
+    print("goals, on the DRAM workload (median [min-max] over repetitions):")
+    if exact is not None and hot is not None:
+        share = share_of_overhead(exact, hot)
+        if share is not None:
+            print(f"  exact mode's overhead is {share.show(fmt='.0%')} of hotpages' "
+                  "(goal: at most 50%)")
     if sampled is not None:
-        print(f"  sample=16 runs at {sampled / plain:.2f}x plain (goal: at most 1.50x)")
+        print(f"  sample=16 runs at {paired_ratios(sampled, plain).show(unit='x')} plain "
+              "(goal: at most 1.50x)")
     if floor is not None:
-        print(f"  an empty callback per access (nullcb) runs at {floor / plain:.2f}x plain: "
-              "the floor for any plugin that sees each access's address")
-        if sampled is not None and floor > plain:
-            print(f"  sample=16 costs {(sampled - plain) / (floor - plain):.2f}x the floor's "
-                  "overhead")
+        print(f"  an empty callback per access (nullcb) runs at "
+              f"{paired_ratios(floor, plain).show(unit='x')} plain: the floor for any plugin "
+              "that sees each access's address")
+        if sampled is not None:
+            share = share_of_overhead(sampled, floor)
+            if share is not None:
+                print(f"  sample=16 costs {share.show(unit='x')} the floor's overhead")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=repeat_arg, default=DEFAULT_REPEAT)
     ap.add_argument("--configs",
-                    default="plain,empty,nullcb,mem/cb,cxlrig,cxlrig/16,hotpages,hotpages/io")
+                    default="plain,empty,nullcb,mem/cb,cxlrig,cxlrig/16,hotpages,hotpages/io",
+                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     ap.add_argument("--dram-mb", type=int, default=8000)
     ap.add_argument("--cxl-mb", type=int, default=20)
     ap.add_argument("--cpus", type=int, help="vCPUs (default: the topology's, 2)")
     args = ap.parse_args()
     sizes = {"dram_mb": args.dram_mb, "cxl_mb": args.cxl_mb}
     configs = args.configs.split(",")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
 
     topo = load(REPO / "topologies" / "default.yaml")
     if args.cpus is not None:
@@ -232,41 +254,41 @@ def main() -> None:
     results = {c: Times([], [], []) for c in configs}
     root = Path(tempfile.mkdtemp(prefix="cxlrig-bench-"))
     try:
-        layout = memory_layout(topo, root)
-        # Interleaved, so a slow spell of the host is spread over every config.
-        for _ in range(args.repeat):
-            for config in configs:
-                one_run(topo, layout, kernel, initrd, config, plugins, root, results[config],
-                        sizes)
+        # Interleaved, so a slow spell of the host is spread over every config;
+        # the order turns each repetition, so no config always follows another.
+        for rep in range(args.repeat):
+            for config in configs[rep % len(configs):] + configs[:rep % len(configs)]:
+                one_run(topo, kernel, initrd, config, plugins, root, results[config], sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    med = statistics.median
     base = results.get("plain")
     vcpus = f"{topo.cpus} vCPU" + ("s" if topo.cpus > 1 else "")
-    print(f"{topo.name} ({vcpus}): guest kernel under TCG thread=single, "
-          f"median of {args.repeat}, "
-          "seconds (ratio to plain); boot by the host's clock, dd by the guest's")
-    print(f"  {'config':<11} {'boot to shell':>20} {f'dd {args.dram_mb} MB on DRAM':>20} "
-          f"{f'dd {args.cxl_mb} MB on CXL':>20}")
-    for config, t in results.items():
-        cells = []
-        for name in ("boot", "dram", "cxl"):
-            v = med(getattr(t, name))
-            ratio = f"({v / med(getattr(base, name)):.2f}x)" if base else ""
-            cells.append(f"{v:8.2f} {ratio:>9}")
-        print(f"  {config:<11} " + " ".join(f"{c:>20}" for c in cells))
+    print(f"{topo.name} ({vcpus}): guest kernel under TCG thread=single, {args.repeat} "
+          "repetitions, interleaved; seconds median [min-max], and the ratio to plain "
+          "within a repetition; boot by the host's clock, dd by the guest's")
+    for name, title in (("boot", "boot to shell"), ("dram", f"dd {args.dram_mb} MB on DRAM"),
+                        ("cxl", f"dd {args.cxl_mb} MB on CXL")):
+        print(f"  {title}:")
+        for config, t in results.items():
+            values = getattr(t, name)
+            ratio = f"  {paired_ratios(values, getattr(base, name)).show(unit='x')}" \
+                if base and config != "plain" else ""
+            print(f"    {config:<11} {Spread.of(values).show(unit=' s'):>28}{ratio}")
     goals(results)
     exact, sampled = results.get("cxlrig"), results.get("cxlrig/16")
     if exact and sampled and exact.shares and sampled.shares:
-        print("per-node shares of each workload's phase, exact vs sample=16 (first run):")
+        print("per-node shares of each workload's phase, exact vs sample=16, paired by "
+              "repetition: the largest difference of any node, median [min-max]")
         for name in WORKLOADS:
-            e, s16 = exact.shares[name][0], sampled.shares[name][0]
-            worst = max(abs(e.get(n, 0) - s16.get(n, 0)) for n in set(e) | set(s16))
-            shares = ", ".join(f"node {n}: {e.get(n, 0):.2%} vs {s16.get(n, 0):.2%}"
-                               for n in sorted(set(e) | set(s16)))
-            print(f"  {name:<5} {shares}; largest difference {worst * 100:.2f} pp")
-
+            worst = []
+            for e, s16 in zip(exact.shares[name], sampled.shares[name], strict=True):
+                worst.append(100 * max(abs(e.get(n, 0) - s16.get(n, 0))
+                                       for n in set(e) | set(s16)))
+            first = exact.shares[name][0]
+            shares = ", ".join(f"node {n}: {first.get(n, 0):.2%}" for n in sorted(first))
+            print(f"  {name:<5} exact shares (first run) {shares}; largest difference "
+                  f"{Spread.of(worst).show(unit=' pp')}")
 
 if __name__ == "__main__":
     main()

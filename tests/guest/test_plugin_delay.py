@@ -1,78 +1,110 @@
-"""delay=on: the guest's own clock sees each node's modelled extra latency.
+"""delay=on: what the plugin owed and paid, and that the guest's own clock saw it.
 
-The same pointer chase (hotcold chase: every load depends on the one before)
-runs on DRAM and on the CXL node, in one boot with the plugin counting and
-in one with ``--plugin-delay``. Under TCG a CXL load is MMIO and already far
-slower than a DRAM one, so the check is on what the delay adds: per CXL
-load, the region's read latency minus DRAM's (the fastest node's), as the
-guest measures it; nothing on DRAM.
+No assertion here compares two timings or bounds a timing from above: on a
+slow or busy host every guest-timed loop only gets longer. What is asserted:
+
+- the mechanism, exactly: in a phase with the delay on, what the plugin owed
+  equals the model's extra latency for the accesses it counted (CXL reads and
+  writes times the region's latency minus DRAM's; DRAM, the fastest node,
+  owes nothing); what it slept is within the bound its README states
+  (per vCPU: one payment threshold plus the largest oversleep); with the
+  delay switched off over the control socket, it owes and sleeps nothing;
+- the guest-visible effect, one-sided: the guest's own timing of a pointer
+  chase on the CXL node with the delay on is at least the model's extra time
+  for the chase's loads, less what may still be owed at either end. Host
+  noise can only add to a guest-measured time, so it cannot flip this.
+
+How close the guest-seen extra latency comes to the model (a paired on/off
+comparison inside one boot, median and spread) is measured by bench/delay.py.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from cxlrig.plugin import load_results
+from cxlrig.plugin.results import Phase
+from cxlrig.scenario.model import PluginSpec
+from cxlrig.scenario.plugin import PluginSession
 from cxlrig.topology import load
 
 from ..conftest import REPO
+from .conftest import Boot, run_json
 
 pytestmark = pytest.mark.guest
 
 ACCESSES = 200_000
-#: Chases per node and boot; the fastest counts (a CXL load under TCG varies
-#: by some 5% from run to run, a tenth of the modelled difference).
-REPEAT = 3
 TOPOLOGY = REPO / "topologies" / "default.yaml"
 
 
-def chase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          flag: str) -> tuple[dict[int, float], Path]:
-    """Fastest ns per access on nodes 0 and 1 as the guest measured them, and the run dir."""
-    from cxlrig.cli import main
-
-    runs = tmp_path / flag.strip("-")
-    monkeypatch.setenv("CXLRIG_RUNS", str(runs))
-    capsys.readouterr()
-    command = "; ".join(f"hotcold chase --node {n} --accesses {ACCESSES}"
-                        for _ in range(REPEAT) for n in (0, 1))
-    assert main(["boot", str(TOPOLOGY), "--accel", "tcg", flag, "--exec", command]) == 0
-    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-               if line.startswith("{")]
-    assert [r["node_requested"] for r in reports] == [0, 1] * REPEAT
-    assert all(r["placement_ok"] and r["loads"] == ACCESSES for r in reports)
-    (run,) = runs.iterdir()
-    return {n: min(r["ns_per_access"] for r in reports if r["node_requested"] == n)
-            for n in (0, 1)}, run
-
-
-def test_delay_is_seen_by_the_guest_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_guest_delay_owed_paid_and_seen_by_the_guest_clock(boot: Boot, tmp_path: Path) -> None:
     topo = load(TOPOLOGY)
     dram, cxl_perf = topo.nodes[0].performance, topo.regions[0].performance
     assert None not in (dram.read_latency, dram.write_latency, cxl_perf.read_latency,
                         cxl_perf.write_latency)
-    modelled = (cxl_perf.read_latency or 0) - (dram.read_latency or 0)  # 160 ns here
+    read_extra = (cxl_perf.read_latency or 0) - (dram.read_latency or 0)  # 160 ns here
     write_extra = (cxl_perf.write_latency or 0) - (dram.write_latency or 0)
 
-    plain, _ = chase(tmp_path, monkeypatch, capsys, "--plugin")
-    slowed, run = chase(tmp_path, monkeypatch, capsys, "--plugin-delay")
-    extra = {n: slowed[n] - plain[n] for n in (0, 1)}
-    print(f"ns per load, plugin / plugin with delay: {plain} / {slowed}; modelled +{modelled}")
+    run_path = tmp_path / "delay"
+    run_path.mkdir()
+    session = PluginSession(PluginSpec(delay=True), topo, run_path)
+    chases: dict[str, dict[str, object]] = {}
+    with boot(str(TOPOLOGY), "v2", plugin=session.plugin,
+              before_start=session.before_start) as guest:
+        session.attach(guest)
+        control = session.control
+        assert control is not None
+        cxl_node = guest.regions[0].node
 
-    # The plugin slept what its model owed for the command's accesses.
-    results = load_results(run / "plugin.json")
-    assert results.delay_enabled
-    exec_phase = results.phase("exec")
-    cxl = exec_phase.nodes[1]
-    owed = cxl.reads * modelled + cxl.writes * write_extra
-    assert abs(exec_phase.delay_ns - owed) < 1_000_000 + owed // 50, (exec_phase.delay_ns, owed)
+        def phase(name: str, node: int, on: bool) -> None:
+            # Switch and cut with the vCPUs stopped: each phase is wholly on or off.
+            guest.machine.qmp("stop")
+            control.delay(on)
+            control.snapshot(f"before-{name}")
+            guest.machine.qmp("cont")
+            chases[name] = run_json(guest.session,
+                                    f"hotcold chase --node {node} --accesses {ACCESSES}")
+            guest.machine.qmp("stop")
+            control.snapshot(name)
+            guest.machine.qmp("cont")
 
-    # The guest saw it: each CXL load about the modelled extra latency slower
-    # (debts are paid in 200 us sleeps, so a little of the set-up's is paid
-    # inside the timed loop), and DRAM loads not measurably slower.
-    assert 0.85 * modelled <= extra[1] <= 1.3 * modelled, (plain, slowed, modelled)
-    assert abs(extra[0]) < 0.1 * modelled, (plain, slowed)
+        phase("cxl-on", cxl_node, True)
+        phase("dram-on", 0, True)
+        phase("cxl-off", cxl_node, False)
+    session.summary()
+
+    for name, report in chases.items():
+        assert report["placement_ok"] and report["loads"] == ACCESSES, (name, report)
+    res = load_results(run_path / "plugin.json")
+    assert res.delay_enabled and res.vcpus and res.delay_min_ns is not None
+    overshoot = res.delay_max_overshoot_ns or 0
+    bound = res.vcpus * (res.delay_min_ns + overshoot)
+
+    def owed_by_model(ph: Phase) -> int:
+        cxl = ph.nodes.get(cxl_node)
+        return 0 if cxl is None else cxl.reads * read_extra + cxl.writes * write_extra
+
+    on = res.phase("cxl-on")
+    assert on.nodes[cxl_node].reads >= ACCESSES
+    assert on.delay_owed_ns == owed_by_model(on) > 0
+    assert abs(on.delay_ns - on.delay_owed_ns) <= bound, (on.delay_ns, on.delay_owed_ns, bound)
+
+    dram_on = res.phase("dram-on")
+    assert dram_on.nodes[0].reads >= ACCESSES
+    # DRAM is the fastest node: its accesses owe nothing, only stray CXL ones do.
+    assert dram_on.delay_owed_ns == owed_by_model(dram_on)
+    assert dram_on.delay_owed_ns < on.delay_owed_ns // 100
+
+    off = res.phase("cxl-off")
+    assert off.nodes[cxl_node].reads >= ACCESSES
+    assert off.delay_owed_ns == 0 and off.delay_ns == 0
+
+    # The guest's clock saw at least the modelled extra time of the chase's own
+    # loads: a lower bound no host slowness can break (a slow host only adds).
+    loop_ns = int(chases["cxl-on"]["elapsed_ns"])  # type: ignore[call-overload]
+    assert loop_ns >= ACCESSES * read_extra - bound, (loop_ns, ACCESSES * read_extra, bound)
+    seen = (loop_ns - int(chases["cxl-off"]["elapsed_ns"])) / ACCESSES  # type: ignore[call-overload]
+    print(f"modelled +{read_extra} ns per CXL load; this boot's on-off difference "
+          f"{seen:+.0f} ns (one pair, for information: bench/delay.py measures it)")

@@ -38,7 +38,7 @@ MAX_CONTROL_PATH = 107
 #: The longest control command in bytes, without its newline.
 MAX_CONTROL_LINE = 4095
 #: delay=on sleeps once a vCPU owes this much (the bound on owed minus paid).
-DELAY_MIN_NS = 200_000
+DELAY_MIN_NS = 20_000
 _NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
 
 
