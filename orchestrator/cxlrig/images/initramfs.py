@@ -24,7 +24,7 @@ from cxlrig.images.programs import PROGRAMS, build_guest_programs
 
 log = logging.getLogger(__name__)
 
-INIT_DIR = paths.REPO / "guest" / "initramfs"
+INIT_DIR = paths.DATA_ROOT / "guest" / "initramfs"
 #: Host tools copied in with the shared libraries they load.
 DYNAMIC_TOOLS = ("cxl", "daxctl", "numactl")
 BUSYBOX = "/bin/busybox"
@@ -117,6 +117,7 @@ def _tree_hash(root: Path) -> str:
 
 def build_initramfs(force: bool = False) -> Path:
     """Return the path of the (cached) gzip-compressed newc initramfs."""
+    paths.require_data("guest", "initramfs")
     out_dir = paths.cache_dir() / "initramfs"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cxlrig-initramfs-") as tmp:

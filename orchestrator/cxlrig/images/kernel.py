@@ -39,7 +39,7 @@ from typing import IO, Literal, get_args
 from cxlrig.errors import CxlrigError
 from cxlrig.files import write_atomic
 from cxlrig.images.cache import digest, toolchain_identity
-from cxlrig.paths import REPO, cache_dir
+from cxlrig.paths import DATA_ROOT, cache_dir, require_data
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 VariantName = Literal["v1", "v2", "debug"]
 VARIANTS: tuple[str, ...] = get_args(VariantName)
 
-KERNEL_DIR = REPO / "guest" / "kernel"
+KERNEL_DIR = DATA_ROOT / "guest" / "kernel"
 PATCHES_DIR = KERNEL_DIR / "patches"
 BASE_FRAGMENT = KERNEL_DIR / "config.fragment"
 DEBUG_FRAGMENT = KERNEL_DIR / "debug.fragment"
@@ -680,6 +680,7 @@ def build_kernel(
     v = _VARIANTS.get(variant)
     if v is None:
         raise UnknownVariantError(variant)
+    require_data("guest", "kernel")
     n_jobs = jobs if jobs is not None else _default_jobs()
     if n_jobs < 1:
         raise KernelBuildError(f"jobs must be at least 1, got {n_jobs}")

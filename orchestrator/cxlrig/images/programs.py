@@ -22,7 +22,7 @@ from cxlrig.images.cache import BuildError, digest, publish, run_make, toolchain
 log = logging.getLogger(__name__)
 
 #: Where the C sources and their Makefile live.
-SOURCE_DIR = paths.REPO / "guest" / "programs"
+SOURCE_DIR = paths.DATA_ROOT / "guest" / "programs"
 #: What ``make`` leaves in its output directory.
 PROGRAMS = ("mpp", "hotcold", "mpp32")
 #: A cold build takes a few seconds; this only catches a wedged compiler.
@@ -115,7 +115,7 @@ def build_guest_programs(force: bool = False, *, source_dir: Path | None = None)
     ``source_dir`` defaults to the repository's ``guest/programs``; the kernel
     patches are looked for beside it, as the Makefile does.
     """
-    src = (source_dir or SOURCE_DIR).resolve()
+    src = (source_dir or paths.require_data("guest", "programs")).resolve()
     key = cache_key(src)
     root = paths.cache_dir() / "programs"
     final = root / key

@@ -21,7 +21,7 @@ from cxlrig.images.cache import BuildError, digest, publish, run_make, toolchain
 log = logging.getLogger(__name__)
 
 #: Where the plugin's C source and Makefile live.
-SOURCE_DIR = paths.REPO / "qemu-plugin"
+SOURCE_DIR = paths.DATA_ROOT / "qemu-plugin"
 LIBRARY = "libcxlrig-mem.so"
 #: A cold build takes about a second; this only catches a wedged compiler.
 BUILD_TIMEOUT_S = 120.0
@@ -92,7 +92,7 @@ def build_plugin(force: bool = False, *, source_dir: Path | None = None,
 
     ``force`` rebuilds even when the cache holds a build for these inputs.
     """
-    src = (source_dir or SOURCE_DIR).resolve()
+    src = (source_dir or paths.require_data("qemu-plugin")).resolve()
     hdr = (header_dir or plugin_header_dir()).resolve()
     key = cache_key(src, hdr)
     root = paths.cache_dir() / "plugin"

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
 from cxlrig.machine.runner import Machine, RunDir
-from cxlrig.paths import REPO
+from cxlrig.paths import DATA_ROOT
 from cxlrig.qemu.args import Plugin
 from cxlrig.qemu.mtree import MemoryLayout
 from cxlrig.results import (
@@ -282,7 +282,7 @@ def to_plain(step: Step) -> dict[str, Any]:
 
 def topology_path(name: str) -> Path:
     path = Path(name)
-    return path if path.suffix == ".yaml" else REPO / "topologies" / f"{name}.yaml"
+    return path if path.suffix == ".yaml" else DATA_ROOT / "topologies" / f"{name}.yaml"
 
 
 class PluginHooks(Protocol):
