@@ -22,7 +22,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp / "w").glob("cxlrig-*.whl")
     prefix = tmp / "prefix"
-    subprocess.run([*pip, "install", "--no-deps", "--prefix", str(prefix), str(wheel)],
+    # --ignore-installed: pip would otherwise uninstall the checkout's own editable
+    # install from the running environment before installing under the prefix.
+    subprocess.run([*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(prefix),
+                    str(wheel)],
                    check=True, capture_output=True, timeout=300)
     return prefix
 
