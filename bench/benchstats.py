@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cxlrig.cli import positive_int
+
 #: Every benchmark repeats at least this often unless told otherwise.
 DEFAULT_REPEAT = 3
 
@@ -47,14 +49,5 @@ def paired_differences(these: Sequence[float], base: Sequence[float]) -> Spread:
     return Spread.of([a - b for a, b in zip(these, base, strict=True)])
 
 
-def repeat_arg(text: str) -> int:
-    """argparse type for --repeat: a whole number of at least 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: needs at least one repetition")
-    return value
+#: argparse type for --repeat: a whole number of at least 1.
+repeat_arg = positive_int

@@ -3,16 +3,17 @@
 
 The floor is the same QEMU command started paused and quit over QMP with no
 inspection: what any check must pay. Printed side by side from one run:
-median of N repeats of each, and their ratio.
+median [min-max] of N repeats of each, and the ratio within a repetition.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from benchstats import Spread, paired_ratios, repeat_arg
 
 from cxlrig.machine.check import check_topology
 from cxlrig.machine.runner import Machine, RunDir
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--topology", default=str(REPO / "topologies" / "large.yaml"))
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=repeat_arg, default=5)
     args = ap.parse_args()
 
     validate, argv, check, floor = [], [], [], []
@@ -47,19 +48,21 @@ def main() -> None:
             check.append(t3 - t2)
             floor.append(t4 - t3)
 
-    med = statistics.median
     n_dev = len(topo.devices) + len(topo.root_ports) + len(topo.host_bridges) + sum(
         1 + len(s.downstream) for s in topo.switches)
-    total = med(validate) + med(argv) + med(check)
-    print(f"topology {topo.name}: {n_dev} QEMU devices, {len(topo.windows)} windows, "
-          f"median of {args.repeat}")
-    print(f"  validate          {med(validate) * 1000:8.1f} ms")
-    print(f"  build argv        {med(argv) * 1000:8.1f} ms")
-    print(f"  QMP check         {med(check) * 1000:8.1f} ms   (start paused, inspect, quit)")
-    print(f"  total             {total * 1000:8.1f} ms")
-    print(f"  floor (start+quit){med(floor) * 1000:8.1f} ms")
-    print(f"  ratio total/floor {total / med(floor):8.2f}x")
+    total = [a + b + c for a, b, c in zip(validate, argv, check, strict=True)]
 
+    def ms(values: list[float]) -> str:
+        return Spread.of([v * 1000 for v in values]).show(fmt=".1f", unit=" ms")
+
+    print(f"topology {topo.name}: {n_dev} QEMU devices, {len(topo.windows)} windows, "
+          f"{args.repeat} repetitions, median [min-max]")
+    print(f"  validate           {ms(validate)}")
+    print(f"  build argv         {ms(argv)}")
+    print(f"  QMP check          {ms(check)}   (start paused, inspect, quit)")
+    print(f"  total              {ms(total)}")
+    print(f"  floor (start+quit) {ms(floor)}")
+    print(f"  total/floor        {paired_ratios(total, floor).show(unit='x')}")
 
 if __name__ == "__main__":
     main()

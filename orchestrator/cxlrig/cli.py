@@ -331,7 +331,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (benchmarks use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--append", default="", help="extra kernel command line")
     sp.add_argument("--plugin", action="store_true",
                     help="count memory accesses with the plugin (TCG); see 'cxlrig report'")
-    sp.add_argument("--plugin-sample", type=_positive_int, metavar="N",
+    sp.add_argument("--plugin-sample", type=positive_int, metavar="N",
                     help="with the plugin: count one access in N (implies --plugin)")
     sp.add_argument("--plugin-delay", action="store_true",
                     help="with the plugin: the guest's clock sees each node's modelled extra "

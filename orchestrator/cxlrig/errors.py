@@ -6,6 +6,8 @@ else that escapes is a bug in cxlrig and is shown with its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class CxlrigError(Exception):
     """Base class: a failure cxlrig can explain to its user.
@@ -21,3 +23,11 @@ class CheckFailed(CxlrigError):
     """Something was measured and did not match what was expected."""
 
     exit_code = 1
+
+
+class ProblemsError(CxlrigError):
+    """Several things wrong at once, each a line of the message, all kept in ``problems``."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))

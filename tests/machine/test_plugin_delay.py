@@ -27,10 +27,8 @@ from cxlrig.plugin import (
     Latency,
     MemoryLayout,
     PluginResults,
-    build_plugin,
     load_results,
     map_args,
-    parse_mtree,
     plugin_args,
 )
 from cxlrig.plugin.results import Phase
@@ -38,21 +36,15 @@ from cxlrig.qemu.args import Plugin, QemuOptions
 from cxlrig.topology import Topology, load
 
 from ..conftest import REPO
+from .conftest import FIRMWARE_S, paused_layout
 
 pytestmark = pytest.mark.qemu
 
-#: SeaBIOS runs about 7 million instructions, a fraction of a second of TCG.
-#: Nothing below depends on it having finished: a slice only needs accesses.
-FIRMWARE_S = 1.0
 #: Node 0 is the slow one; node 1 is the fastest modelled node, so owes nothing.
 SLOW, FAST = Latency(0, 150, 200), Latency(1, 100, 100)
 EXTRA_READ = SLOW.read_ns - FAST.read_ns
 EXTRA_WRITE = SLOW.write_ns - FAST.write_ns
 
-
-@pytest.fixture(scope="module")
-def lib() -> Path:
-    return build_plugin()
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +55,7 @@ def topo() -> Topology:
 @pytest.fixture(scope="module")
 def layout(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> MemoryLayout:
     """The DRAM ranges as QEMU itself lays them out, read from a paused machine."""
-    run = RunDir.create(tmp_path_factory.mktemp("mtree"), "mtree")
-    with Machine(topo, QemuOptions(paused=True), run) as machine:
-        return parse_mtree(machine.hmp("info mtree -f"))
+    return paused_layout(topo, tmp_path_factory.mktemp("mtree"))
 
 
 @pytest.fixture(scope="module")

@@ -26,27 +26,20 @@ from cxlrig.plugin import (
     PluginResults,
     RegionDecode,
     address_map,
-    build_plugin,
     load_results,
     map_args,
-    parse_mtree,
     plugin_args,
 )
 from cxlrig.qemu.args import Plugin, QemuOptions
 from cxlrig.topology import Topology, load
 
 from ..conftest import REPO
+from .conftest import FIRMWARE_S, paused_layout
 
 pytestmark = pytest.mark.qemu
 
 GiB = 1 << 30
-#: SeaBIOS runs about 7 million instructions, a fraction of a second of TCG.
-FIRMWARE_S = 1.0
 
-
-@pytest.fixture(scope="module")
-def lib() -> Path:
-    return build_plugin()
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +50,7 @@ def topo() -> Topology:
 @pytest.fixture(scope="module")
 def dram_map(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> AddressMap:
     """The DRAM map as QEMU itself lays it out, read from a paused machine."""
-    run = RunDir.create(tmp_path_factory.mktemp("mtree"), "mtree")
-    with Machine(topo, QemuOptions(paused=True), run) as machine:
-        return address_map(topo, parse_mtree(machine.hmp("info mtree -f")))
+    return address_map(topo, paused_layout(topo, tmp_path_factory.mktemp("mtree")))
 
 
 @pytest.fixture

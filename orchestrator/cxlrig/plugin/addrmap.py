@@ -15,11 +15,11 @@ to a running plugin over the control socket (``Control.add``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
-from cxlrig.errors import CxlrigError
+from cxlrig.errors import ProblemsError
 from cxlrig.qemu.mtree import MemoryLayout, NodeRange, overlaps
 from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS, Performance, Topology
 
@@ -42,12 +42,8 @@ DELAY_MIN_NS = 20_000
 _NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
 
 
-class PluginConfigError(CxlrigError, ValueError):
+class PluginConfigError(ProblemsError, ValueError):
     """An address map or plugin option the plugin would refuse; lists every problem."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -208,12 +204,12 @@ def plugin_args(amap: AddressMap, *, out: PurePath, control: PurePath | None = N
         problems.append(f"interval: {interval} is not positive")
     if interval_unit not in ("insn", "ns"):
         problems.append(f"interval_unit: {interval_unit!r} is not 'insn' or 'ns'")
-    if not 0 <= flush <= 86400 or round(flush * 1000) != flush * 1000:
-        problems.append(f"flush: {flush} s is not 0..86400 in whole milliseconds")
+    if not 0 <= flush <= MAX_FLUSH_S or round(flush * 1000) != flush * 1000:
+        problems.append(f"flush: {flush} s is not 0..{MAX_FLUSH_S} in whole milliseconds")
     if delay and amap.nodes and not amap.latencies:
         # An empty map is one that comes over the control socket, latencies with it.
         problems.append("delay: needs a latency for at least one node")
-    if control is not None and len(str(control).encode()) > 107:
+    if control is not None and len(str(control).encode()) > MAX_CONTROL_PATH:
         problems.append(f"control: {control} is longer than a UNIX socket path may be")
     if problems:
         raise PluginConfigError(problems)

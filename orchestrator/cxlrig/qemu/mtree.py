@@ -9,18 +9,14 @@ frozen data out.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cxlrig.errors import CxlrigError
+from cxlrig.errors import ProblemsError
 
 
-class MemoryTreeError(CxlrigError):
+class MemoryTreeError(ProblemsError):
     """The memory tree is not what QEMU prints, or its DRAM ranges overlap."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

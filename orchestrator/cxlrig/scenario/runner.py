@@ -14,7 +14,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -264,7 +264,7 @@ def run_steps(spec: ScenarioSpec, variant: str, guest: Guest, ctx: Context, step
         kept = replace(step, stdout=step.stdout[-STDOUT_KEEP:], stderr=step.stderr[-STDOUT_KEEP:])
         steps.append(kept)
         with open(steps_log, "a") as f:
-            f.write(json.dumps(to_plain(kept)) + "\n")
+            f.write(json.dumps(asdict(kept)) + "\n")
         if st.id is not None:
             ctx.steps[st.id] = step
             # In a foreach, each repetition is also known as ID_VALUE.
@@ -272,12 +272,6 @@ def run_steps(spec: ScenarioSpec, variant: str, guest: Guest, ctx: Context, step
                 ctx.steps[f"{st.id}_{value}"] = step
         if point is not None:
             measurements.append(point)
-
-
-def to_plain(step: Step) -> dict[str, Any]:
-    return {"id": step.id, "kind": step.kind, "command": step.command, "user": step.user,
-            "status": step.status, "seconds": step.seconds, "stdout": step.stdout,
-            "stderr": step.stderr, "data": step.data}
 
 
 def topology_path(name: str) -> Path:
