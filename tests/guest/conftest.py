@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from cxlrig.guest.session import GuestSession
 from cxlrig.images.initramfs import build_initramfs
 from cxlrig.images.kernel import build_kernel
 from cxlrig.machine.runner import RunDir
+from cxlrig.scenario.runner import last_json_object
 from cxlrig.topology import load
 
 from ..conftest import REPO
@@ -60,7 +60,7 @@ def boot(tmp_path: Path, initrd: Path, kernels: Callable[[str], Path]) -> Boot:
 def run_json(session: GuestSession, command: str, user: str = "root") -> dict[str, Any]:
     """Run a guest program that prints one JSON object; parse its last line."""
     res = session.run(command, user=user)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    assert lines, f"no JSON from {command!r} (status {res.status}): {res.stdout!r} {res.stderr!r}"
-    data: dict[str, Any] = json.loads(lines[-1])
-    return data
+    data = last_json_object(res.stdout)
+    assert data is not None, f"no JSON from {command!r} (status {res.status}): " \
+        f"{res.stdout!r} {res.stderr!r}"
+    return dict(data)
