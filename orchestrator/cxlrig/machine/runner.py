@@ -59,10 +59,10 @@ class LaunchError(MachineError):
         self.output = output
 
 
-def set_pdeathsig() -> None:
-    """Runs in the child between fork and exec: die with the parent."""
+def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
+    """Runs in the child between fork and exec: get ``sig`` when the parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,10 @@ class Run:
     traceback: str | None = None
     #: With skip: why the scenario was not run.
     reason: str | None = None
+    #: From QEMU's start to the guest's shell prompt, and then to CXL memory
+    #: online; None when the machine never got that far.
+    boot_seconds: float | None = None
+    bring_up_seconds: float | None = None
     steps: tuple[Step, ...] = ()
     checks: tuple[Check, ...] = ()
     measurements: tuple[Measurement, ...] = ()
@@ -474,6 +478,8 @@ def _run(r: _Reader, o: Mapping[str, Any], where: str) -> Run | None:
         error_step=r.get(o, "error_step", where, str, None),
         traceback=_relative(r, o, "traceback", where),
         reason=r.get(o, "reason", where, str, None),
+        boot_seconds=r.get(o, "boot_seconds", where, float, None),
+        bring_up_seconds=r.get(o, "bring_up_seconds", where, float, None),
         steps=r.objects(o, "steps", where, lambda v, w: _step(r, v, w)),
         checks=r.objects(o, "checks", where, lambda v, w: _check(r, v, w)),
         measurements=r.objects(o, "measurements", where, lambda v, w: _measurement(r, v, w)),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cxlrig.errors import CheckFailed
 from cxlrig.images.kernel import VARIANTS, VariantName
+from cxlrig.topology.model import Topology
 from cxlrig.topology.validate import shape_problems
 from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, read_located
 
@@ -129,18 +130,86 @@ class PluginSpec(_Strict):
     delay: bool = False
 
 
+class RequiresSpec(_Strict):
+    """What a topology must offer for the scenario to mean anything on it.
+
+    Numbers are minimums; a scenario on a topology that lacks any of them is
+    a ``skip`` with the reason, never a ``fail``.
+    """
+
+    #: CXL ram regions onlined as system RAM (a NUMA node of their own).
+    ram_regions: Annotated[int, Field(ge=0)] = 0
+    #: DRAM NUMA nodes (with CPUs or not).
+    dram_nodes: Annotated[int, Field(ge=0)] = 0
+    #: Guest CPUs.
+    cpus: Annotated[int, Field(ge=0)] = 0
+    #: A region left as a device-dax instance (true), or none may be (false).
+    devdax: bool | None = None
+    #: Persistent (pmem) regions.
+    pmem_regions: Annotated[int, Field(ge=0)] = 0
+    #: Dynamic-capacity devices.
+    dc_devices: Annotated[int, Field(ge=0)] = 0
+    #: The TCG plugin: a topology that insists on KVM cannot give it.
+    plugin: bool = False
+
+    def unmet(self, topo: Topology) -> list[str]:
+        """What ``topo`` lacks, each as a short phrase; empty when it has it all."""
+        have = topology_facts(topo)
+        lacks = []
+        for key, what in (("ram_regions", "ram region(s) onlined as a node"),
+                          ("dram_nodes", "DRAM node(s)"), ("cpus", "CPU(s)"),
+                          ("pmem_regions", "pmem region(s)"),
+                          ("dc_devices", "dynamic-capacity device(s)")):
+            want = getattr(self, key)
+            if have[key] < want:
+                lacks.append(f"needs {want} {what}, has {have[key]}")
+        if self.devdax is True and not have["devdax"]:
+            lacks.append("needs a device-dax region, has none")
+        if self.devdax is False and have["devdax"]:
+            lacks.append("needs no device-dax region, has one")
+        if self.plugin and not have["plugin"]:
+            lacks.append("needs the TCG plugin, the topology asks for KVM")
+        return lacks
+
+
+def topology_facts(topo: Topology) -> dict[str, int]:
+    """What a topology offers, in the terms of :class:`RequiresSpec`."""
+    ram = [r for r in topo.regions if r.type == "ram" and r.online != "devdax"]
+    return {
+        "ram_regions": len(ram),
+        "dram_nodes": len(topo.nodes),
+        "cpus": topo.cpus,
+        "devdax": int(any(r.online == "devdax" for r in topo.regions)),
+        "pmem_regions": sum(1 for r in topo.regions if r.type == "pmem"),
+        "dc_devices": sum(1 for d in topo.devices if d.dc_size),
+        "plugin": int(topo.accel != "kvm"),
+        "devices": len(topo.devices),
+    }
+
+
 class ScenarioSpec(_Strict):
     name: Ident
     title: str
     point: str
     reviewers: list[str] = []
+    #: Free words a matrix can select scenarios by (``tag:NAME``).
+    tags: list[Ident] = []
+    #: The topology ``cxlrig run`` uses when none is given.
     topology: str = "default"
+    requires: RequiresSpec = RequiresSpec()
     variants: Annotated[list[VariantName], Field(min_length=1)] = ["v1", "v2"]
     plugin: PluginSpec | None = None
     append: str = ""
     predicted: dict[str, str] = {}
     steps: Annotated[list[StepSpec], Field(min_length=1)]
     expect: dict[str, list[ExpectSpec]] = {}
+
+    def unmet(self, topo: Topology) -> list[str]:
+        """Why this scenario cannot run on ``topo`` (empty: it can)."""
+        needs = self.requires
+        if self.plugin is not None and not needs.plugin:
+            needs = needs.model_copy(update={"plugin": True})
+        return needs.unmet(topo)
 
 
 class ScenarioError(CheckFailed):

@@ -85,9 +85,15 @@ class Context:
         ram = [r for r in topo.regions if r.type == "ram"]
         self.vars: dict[str, Any] = {
             "variant": variant,
+            "topology": topo.name,
             "dram_node": 0,
             "cxl_node": ram[0].node if ram else -1,
             "cxl_nodes": ",".join(str(n) for n in sorted({r.node for r in ram})),
+            # Counts a bring-up check compares the guest with.
+            "devices": len(topo.devices),
+            "regions": len(topo.regions),
+            "dram_nodes": len(topo.nodes),
+            "nodes": len(topo.nodes) + sum(1 for r in ram if r.online != "devdax"),
         }
         self.steps: dict[str, Step] = {}
 
@@ -323,9 +329,15 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
     checks: list[Check] = []
     plugin: PluginData | None = None
     verdict, error, error_step, tb = Verdict.ERROR, None, None, None
+    boot_s: float | None = None
+    bring_up_s: float | None = None
     start = time.monotonic()
     try:
         topo = load(topology_path(topo_name))
+        lacks = spec.unmet(topo)
+        if lacks:
+            return _skipped(spec, variant, topo_name,
+                            f"topology {topo.name} does not apply: {'; '.join(lacks)}")
         ctx = Context(topo, variant)
         session = hooks_factory(spec, topo, run_path) if hooks_factory else None
         full = GuestImage(image.kernel, image.initrd, f"{image.append} {spec.append}".strip())
@@ -333,6 +345,7 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
             with booted(topo, full, RunDir(run_path), accel=accel,
                         plugin=session.plugin if session else None,
                         before_start=session.before_start if session else None) as guest:
+                boot_s, bring_up_s = guest.boot_seconds, guest.bring_up_seconds
                 for reg in guest.regions:
                     ctx.vars[f"region_base_{reg.id}"] = f"{reg.base:#x}"
                     ctx.vars[f"region_name_{reg.id}"] = reg.name
@@ -356,6 +369,7 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                point=spec.point, reviewers=tuple(spec.reviewers), topology=topo_name,
                predicted=spec.predicted.get(variant, ""), seconds=time.monotonic() - start,
                run_dir=run_path.name, error=error, error_step=error_step, traceback=tb,
+               boot_seconds=boot_s, bring_up_seconds=bring_up_s,
                steps=tuple(steps), checks=tuple(checks), measurements=tuple(measurements),
                plugin=plugin)
 
