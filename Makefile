@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CXLRIG := $(VENV)/bin/cxlrig
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit check-topologies bench clean
+.PHONY: setup demo test lint typecheck unit check-topologies bench nightly clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,11 +34,18 @@ unit: setup
 test: setup lint
 	@$(call run_pytest,tests)
 
+# The nightly emulated-topology run: every topology x v1, v2 x every
+# scenario that applies; dashboard, JUnit, KCIDB JSON and a history entry
+# (compared with the previous night's) in runs/matrix-nightly-*/.
+nightly: setup
+	$(CXLRIG) matrix run matrices/nightly.yaml $(NIGHTLY_ARGS)
+
 bench: setup
 	$(PY) bench/check_large.py
 	$(PY) bench/boot_ready.py
 	$(PY) bench/plugin_overhead.py
 	$(PY) bench/delay.py
+	$(PY) bench/matrix.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runs

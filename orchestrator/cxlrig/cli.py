@@ -7,7 +7,9 @@ Exit codes: 0 everything held, 1 a check failed (invalid file, mismatch),
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,6 +29,8 @@ from cxlrig.paths import runs_dir
 
 if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
     from cxlrig.images import GuestImage
+    from cxlrig.matrix.model import Plan
+    from cxlrig.matrix.publish import Published
     from cxlrig.results import Run
     from cxlrig.scenario.model import ScenarioSpec
 
@@ -312,6 +316,194 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_plan(path: str) -> Plan:
+    from cxlrig.matrix.model import MatrixError, load_matrix
+
+    try:
+        return load_matrix(path)
+    except MatrixError as exc:
+        for p in exc.problems:
+            out.print(str(p), markup=False)
+        raise _Reported(1) from None
+
+
+class _Reported(Exception):
+    """The problems are printed; exit with this status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+_CELL_COLOUR = {"pass": "green", "fail": "red", "skip": "dim", "error": "yellow"}
+
+
+def cmd_matrix_list(args: argparse.Namespace) -> int:
+    from cxlrig.matrix.model import shard_cells
+
+    plan = _load_plan(args.matrix)
+    cells = shard_cells(plan.cells, *args.shard)
+    runnable = 0
+    for c in cells:
+        lacks = plan.scenarios[c.scenario].unmet(plan.topologies[c.topology])
+        runnable += not lacks
+        note = f"  (skip: {'; '.join(lacks)})" if lacks else ""
+        out.print(f"{c.key}{note}", markup=False)
+    err.print(f"{len(cells)} cells, {runnable} to run, {len(cells) - runnable} skips "
+              f"(shard {args.shard[0]}/{args.shard[1]} of {len(plan.cells)})", markup=False)
+    return 0
+
+
+def cmd_matrix_run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from cxlrig.matrix.publish import publish
+    from cxlrig.matrix.record import Cell
+    from cxlrig.matrix.runner import MatrixProgress, run_matrix
+
+    plan = _load_plan(args.matrix)
+    if args.resume is not None:
+        directory = Path(args.resume)
+    elif args.out is not None:
+        directory = Path(args.out)
+    else:
+        directory = runs_dir() / time.strftime(f"matrix-{plan.spec.name}-%Y%m%d-%H%M%S")
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=err, transient=False)
+
+    class Shown(MatrixProgress):
+        def __init__(self) -> None:
+            self.task = bar.add_task("building", total=None)
+
+        def building(self, line: str) -> None:
+            bar.update(self.task, description=line[:70])
+
+        def planned(self, total: int, done: int) -> None:
+            bar.update(self.task, description=f"{plan.spec.name} cells", total=total,
+                       completed=done)
+
+        def finished(self, cell: Cell) -> None:
+            bar.advance(self.task)
+            verdict = cell.verdict.value if cell.verdict else "?"
+            colour = _CELL_COLOUR.get(verdict, "yellow")
+            flaky = " [yellow](flaky)[/]" if cell.flaky else ""
+            took = f" {cell.seconds:.0f} s" if cell.seconds is not None else ""
+            line = f"[{colour}]{verdict.upper():5s}[/] {cell.key}{took}{flaky}"
+            if cell.verdict is not None and cell.verdict.value in ("fail", "error"):
+                line += f"\n      {escape(cell.outcome[:300])}"
+            bar.console.print(line)
+
+    with bar:
+        run_matrix(plan, directory, jobs=args.jobs, shard=args.shard,
+                         resume=args.resume is not None, progress=Shown())
+    return _published(directory, publish(directory, remember=not args.no_history))
+
+
+def _published(directory: Path, pub: Published) -> int:
+    from cxlrig.results import Verdict
+
+    run = pub.run
+    counts = ", ".join(f"{run.count(v)} {v.value}" for v in Verdict)
+    flaky = sum(c.flaky for c in run.cells)
+    out.print(f"{run.name} {run.shard}: {len(run.cells)} cells: {counts}, {flaky} flaky",
+              markup=False)
+    if pub.previous is not None:
+        out.print(f"compared with {pub.previous.directory}:", markup=False)
+        for c in pub.changes:
+            out.print(f"  {'REGRESSION ' if c.regression else ''}{c.message}", markup=False)
+        if not pub.changes:
+            out.print("  nothing changed", markup=False)
+    out.print(f"dashboard: {pub.dashboard}\njunit: {pub.junit}\nkcidb: {pub.kcidb}",
+              markup=False)
+    return max(run.exit_code, 1 if pub.regressions else 0)
+
+
+def cmd_matrix_merge(args: argparse.Namespace) -> int:
+    from cxlrig.matrix.publish import merge, publish
+
+    target = Path(args.out)
+    merge([Path(d) for d in args.dirs], target)
+    return _published(target, publish(target, remember=not args.no_history))
+
+
+def cmd_matrix_publish(args: argparse.Namespace) -> int:
+    from cxlrig.matrix.publish import publish
+
+    target = Path(args.dir)
+    return _published(target, publish(target, remember=not args.no_history))
+
+
+def cmd_matrix_compare(args: argparse.Namespace) -> int:
+    from cxlrig.matrix import history
+
+    new = history.find_run(args.runs[-1])
+    if len(args.runs) == 2:
+        old = history.find_run(args.runs[0])
+    else:
+        found = history.previous(new.id)
+        if found is None:
+            err.print(f"{new.directory}: the first recorded run of {new.matrix}; nothing to "
+                      "compare with", markup=False)
+            return 0
+        old = found
+    changes = history.compare(old.id, new.id)
+    out.print(f"{old.directory} -> {new.directory}", markup=False)
+    for c in changes:
+        out.print(f"  {'REGRESSION ' if c.regression else ''}{c.message}", markup=False)
+    if not changes:
+        out.print("  nothing changed", markup=False)
+    return 1 if any(c.regression for c in changes) else 0
+
+
+def cmd_matrix_history(args: argparse.Namespace) -> int:
+    from cxlrig.matrix import history
+
+    for r in history.runs(args.matrix):
+        out.print(f"{r.id:5d}  {r.started}  {r.matrix:20s} {r.shard:6s} {r.directory}",
+                  markup=False)
+    return 0
+
+
+def cmd_matrix_export(args: argparse.Namespace) -> int:
+    from cxlrig.matrix import export
+
+    if args.kcidb:
+        from cxlrig.matrix.record import load_run
+
+        text = json.dumps(export.kcidb(load_run(args.source)), indent=1) + "\n"
+    else:
+        _load_plan(args.source)  # the workflow names the file: it must be a good one
+        shards = args.shards
+        text = (export.github_actions(args.source, shards) if args.github_actions
+                else export.gitlab(args.source, shards))
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        from cxlrig.files import write_atomic
+
+        write_atomic(Path(args.output), text.encode())
+        err.print(f"wrote {args.output}", markup=False)
+    return 0
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    from cxlrig.matrix.model import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from cxlrig.doctor import prerequisites
 
@@ -421,6 +613,54 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", metavar="DIR", help="a results directory or a run directory")
     sp.add_argument("--top", type=int, default=10, help="pages to list per phase")
 
+    sp = add("matrix", lambda a: 2, "topologies x kernels x scenarios: run, compare, export")
+    msub = sp.add_subparsers(dest="matrix_command", required=True, metavar="ACTION")
+    mp = msub.add_parser("list", help="list a matrix file's cells (and which are skips)")
+    mp.set_defaults(func=cmd_matrix_list)
+    mp.add_argument("matrix", metavar="MATRIX")
+    mp.add_argument("--shard", type=shard_arg, default=(1, 1), metavar="I/N")
+    mp = msub.add_parser("run", help="run a matrix's cells in parallel; dashboard, JUnit, "
+                         "KCIDB, history")
+    mp.set_defaults(func=cmd_matrix_run)
+    mp.add_argument("matrix", metavar="MATRIX")
+    mp.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1,
+                    help="cells at a time (default: the number of CPUs)")
+    mp.add_argument("--shard", type=shard_arg, default=(1, 1), metavar="I/N",
+                    help="run only shard I of N (every N-th cell)")
+    mp.add_argument("--out", help="the run's directory (default: a new one under runs/)")
+    mp.add_argument("--resume", metavar="DIR",
+                    help="finish the run in DIR: only cells that did not finish run again")
+    mp.add_argument("--no-history", action="store_true", help="do not record the run")
+    mp = msub.add_parser("merge", help="merge shard directories into one run")
+    mp.set_defaults(func=cmd_matrix_merge)
+    mp.add_argument("dirs", nargs="+", metavar="DIR")
+    mp.add_argument("--out", required=True, help="the merged run's (new) directory")
+    mp.add_argument("--no-history", action="store_true", help="do not record the run")
+    mp = msub.add_parser("publish", help="(re)write a run's dashboard, JUnit and KCIDB and "
+                         "record it in the history")
+    mp.set_defaults(func=cmd_matrix_publish)
+    mp.add_argument("dir", metavar="DIR")
+    mp.add_argument("--no-history", action="store_true", help="do not record the run")
+    mp = msub.add_parser("compare", help="what changed between two recorded runs "
+                         "(exit 1 on a regression)")
+    mp.set_defaults(func=cmd_matrix_compare)
+    mp.add_argument("runs", nargs="+", metavar="RUN",
+                    help="[OLD] NEW: run directories or history ids (OLD: the run before NEW)")
+    mp = msub.add_parser("history", help="list recorded matrix runs")
+    mp.set_defaults(func=cmd_matrix_history)
+    mp.add_argument("matrix", nargs="?", help="only this matrix's runs")
+    mp = msub.add_parser("export", help="a CI workflow running a matrix in shards, or a run "
+                         "as KCIDB JSON")
+    mp.set_defaults(func=cmd_matrix_export)
+    kind = mp.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--github-actions", action="store_true", help="a GitHub Actions workflow")
+    kind.add_argument("--gitlab", action="store_true", help="a .gitlab-ci.yml")
+    kind.add_argument("--kcidb", action="store_true", help="a matrix run directory as KCIDB")
+    mp.add_argument("source", metavar="MATRIX|DIR",
+                    help="the matrix file (workflows) or a run directory (--kcidb)")
+    mp.add_argument("--shards", type=positive_int, default=4, help="jobs to spread over")
+    mp.add_argument("-o", "--output", help="the file to write (default: standard output)")
+
     sp = add("doctor", cmd_doctor, "report each prerequisite")
     sp.add_argument("-q", "--quiet", action="store_true",
                     help="print only when something is missing")
@@ -434,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args))
+    except _Reported as exc:
+        return exc.status
     except CxlrigError as exc:
         err.print(f"cxlrig {args.command}: {exc}", markup=False)
         return exc.exit_code

@@ -333,15 +333,15 @@ def measurement_plots(results: Results) -> list[str]:
     for run in results.runs:
         for name in dict.fromkeys(m.series for m in run.measurements):
             by_series.setdefault(name, []).append(run)
-    out = []
+    named: dict[str, list[plots.Line]] = {}
     for name, runs in by_series.items():
         several = len({r.scenario for r in runs}) > 1
-        lines = [plots.Line(label=f"{r.scenario} {r.variant}" if several else r.variant,
-                            points=[m for m in r.measurements if m.series == name])
-                 for r in runs]
-        out.append(_figure(plots.measurements(name, lines),
-                           "Points are the median over repetitions; bars span min to max."))
-    return out
+        named[name] = [plots.Line(label=f"{r.scenario} {r.variant}" if several else r.variant,
+                                  points=[m for m in r.measurements if m.series == name])
+                       for r in runs]
+    # Plots of one quantity (ns per page, ...) share one scale, so side by side they compare.
+    caption = "Points are the median over repetitions; bars span min to max."
+    return [_figure(svg, caption) for svg in plots.measurement_set(named)]
 
 
 # -- the page -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Matrices: topologies x kernels x scenarios, run, remembered, compared, exported."""
