@@ -6,9 +6,6 @@ The browser tests are skipped when no ``chromium`` is installed.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -22,7 +19,8 @@ from cxlrig.matrix.dashboard import DASHBOARD_FILE, render_dashboard
 from cxlrig.matrix.record import Cell, CellCheck, KernelId, MatrixRun, cell_dir
 from cxlrig.results import Verdict
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from .browser import CHROMIUM, MISSING, chromium, count_pixels
+
 WIDTH, HEIGHT = 1400, 1400
 
 TOPOLOGIES = ("default", "interleave", "two-cxl")
@@ -268,54 +266,32 @@ def test_an_empty_run_and_a_missing_report(tmp_path: Path) -> None:
 # -- in a browser ---------------------------------------------------------------------------
 
 
-def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="cxlrig-chromium-") as profile:
-        argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                f"--user-data-dir={profile}", *args]
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=120, check=False)
-
-
-def _count(im: Image.Image, want: Callable[[int, int, int], bool]) -> int:
-    """How many pixels of ``im`` (RGB) have a colour ``want`` accepts."""
-    total = 0
-    for n, colour in im.getcolors(maxcolors=1 << 20) or []:
-        assert isinstance(colour, tuple)
-        r, g, b = colour[:3]
-        if want(r, g, b):
-            total += n
-    return total
-
-
 def _near(rgb: tuple[int, int, int], slack: int = 12) -> Callable[[int, int, int], bool]:
     return lambda r, g, b: all(abs(x - y) <= slack for x, y in zip((r, g, b), rgb, strict=True))
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_the_dashboard_draws_and_a_cell_opens_its_report(
         dashboard: tuple[Path, MatrixRun], tmp_path: Path) -> None:
     path, _ = dashboard
     png = tmp_path / "dashboard.png"
-    proc = _chromium(f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}", path.as_uri())
+    proc = chromium(f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}", path.as_uri())
     assert png.is_file(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
     with Image.open(png) as im:
         assert im.size == (WIDTH, HEIGHT)
         rgb = im.convert("RGB")
     # A grid cell is about 90 x 45 pixels of its colour; the legend's swatches are small.
     cell = 2500
-    assert _count(rgb, _near((0x1A, 0x7F, 0x37))) > 10 * cell  # pass green, 16 cells
-    assert _count(rgb, _near((0xCF, 0x22, 0x2E))) > 2 * cell  # fail red, 3 cells
-    assert _count(rgb, _near((0xE3, 0x62, 0x09))) > 2 * cell  # error orange, 3 cells
-    assert _count(rgb, _near((0xFF, 0xD3, 0x3D))) > 100  # the flaky cell's stripes
+    assert count_pixels(rgb, _near((0x1A, 0x7F, 0x37))) > 10 * cell  # pass green, 16 cells
+    assert count_pixels(rgb, _near((0xCF, 0x22, 0x2E))) > 2 * cell  # fail red, 3 cells
+    assert count_pixels(rgb, _near((0xE3, 0x62, 0x09))) > 2 * cell  # error orange, 3 cells
+    assert count_pixels(rgb, _near((0xFF, 0xD3, 0x3D))) > 100  # the flaky cell's stripes
 
     # Follow a cell's link as the browser would: its href against the page's address.
     _, page = _parse(path)
     key = "default/v2/shared-cow-page"
     url = urljoin(path.as_uri(), page.links[key])
     assert Path(unquote(urlparse(url).path)).is_file()
-    proc = _chromium("--dump-dom", url)
+    proc = chromium("--dump-dom", url)
     assert _marker(key) in proc.stdout, f"chromium said:\n{proc.stderr[-2000:]}"
