@@ -28,3 +28,15 @@ def test_unmapped_or_split_ram_and_unmapped_nodes_are_reported() -> None:
         "guest System RAM 0x200000000-0x20fffffff is not in the plugin's map",
         "guest node 2 has memory the plugin does not map",
     ]
+
+
+def test_one_ram_range_over_two_dram_nodes_is_fine() -> None:
+    # Linux lists adjacent DRAM nodes' memory as one resource (numa-dram2-cxl).
+    amap = AddressMap(nodes=(NodeRange(0, 0, 0x20000000), NodeRange(1, 0x20000000, 0x40000000),
+                             NodeRange(2, 0x110000000, 0x120000000)))
+    nodes = {0: NodeState(0, 512 << 20, "0", (10, 20)), 1: NodeState(1, 512 << 20, "1", (20, 10))}
+    assert check_iomem(amap, "00100000-3ffdffff : System RAM\n", nodes) == []
+    # A hole between the nodes' ranges is still a problem.
+    holed = AddressMap(nodes=(NodeRange(0, 0, 0x1ff00000), NodeRange(1, 0x20000000, 0x40000000)))
+    assert check_iomem(holed, "00100000-3ffdffff : System RAM\n", nodes) == [
+        "guest System RAM 0x100000-0x3ffdffff is not in the plugin's map"]

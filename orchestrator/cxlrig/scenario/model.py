@@ -197,6 +197,10 @@ class ScenarioSpec(_Strict):
     #: The topology ``cxlrig run`` uses when none is given.
     topology: str = "default"
     requires: RequiresSpec = RequiresSpec()
+    #: Run commands on the CPUs of the first DRAM node, so that the pages a
+    #: step touches first land there (``${dram_node}``) on topologies with
+    #: CPUs on several nodes too; false leaves the scheduler free.
+    on_dram_node: bool = True
     variants: Annotated[list[VariantName], Field(min_length=1)] = ["v1", "v2"]
     plugin: PluginSpec | None = None
     append: str = ""

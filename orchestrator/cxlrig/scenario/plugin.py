@@ -52,24 +52,40 @@ class PluginMapError(CheckFailed):
 
 
 def check_iomem(amap: AddressMap, iomem: str, nodes: Mapping[int, NodeState]) -> list[str]:
-    """Every 'System RAM' range of the guest's /proc/iomem must lie in one
-    node range of the plugin's map, and every online node must have one."""
+    """Every 'System RAM' range of the guest's /proc/iomem must be covered, with no
+    gap, by the plugin's node ranges, and every online node must have one.
+
+    One range may span several nodes: Linux lists adjacent DRAM nodes'
+    memory as a single 'System RAM' resource.
+    """
     problems = []
+    spans = sorted((r.start, r.end) for r in amap.nodes)
     for line in iomem.splitlines():
         span = line.strip().split(" : ")[0]
         if "-" not in span:
             continue
         start, end = (int(x, 16) for x in span.split("-"))
-        first, last = amap.node_of(start), amap.node_of(end)
-        if first is None or first != last:
-            problems.append(f"guest System RAM {start:#x}-{end:#x} is "
-                            + ("not in the plugin's map" if first is None or last is None
-                               else f"split across nodes {first} and {last}"))
+        if _gap(spans, start, end + 1) is not None:
+            problems.append(f"guest System RAM {start:#x}-{end:#x} is not in the plugin's map")
     mapped = set(amap.node_ids)
     for n, st in nodes.items():
         if st.mem_total and n not in mapped:
             problems.append(f"guest node {n} has memory the plugin does not map")
     return problems
+
+
+def _gap(spans: list[tuple[int, int]], start: int, end: int) -> int | None:
+    """The first address of [start, end) that no span covers, or None."""
+    at = start
+    for lo, hi in spans:
+        if hi <= at:
+            continue
+        if lo > at:
+            return at
+        at = hi
+        if at >= end:
+            return None
+    return at if at < end else None
 
 
 def workload_pages(data: Any) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -81,7 +82,8 @@ def lookup(data: Any, path: str) -> Any:
 class Context:
     """Values a step or expectation may name as ``${...}``."""
 
-    def __init__(self, topo: Topology, variant: str) -> None:
+    def __init__(self, topo: Topology, variant: str, on_dram_node: bool = True) -> None:
+        self.on_dram_node = on_dram_node
         ram = [r for r in topo.regions if r.type == "ram"]
         self.vars: dict[str, Any] = {
             "variant": variant,
@@ -95,6 +97,11 @@ class Context:
             "dram_nodes": len(topo.nodes),
             "nodes": len(topo.nodes) + sum(1 for r in ram if r.online != "devdax"),
         }
+        #: With CPUs on several nodes: the CPUs a command must run on for its
+        #: first-touch pages to land on ${dram_node} (None: any CPU will do).
+        with_cpus = [n for n in topo.nodes if n.cpus]
+        self.dram_cpus: str | None = ",".join(str(c) for c in topo.nodes[0].cpus) \
+            if len(with_cpus) > 1 and topo.nodes[0].cpus else None
         self.steps: dict[str, Step] = {}
 
     def value(self, name: str) -> Any:
@@ -227,7 +234,9 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
               hooks: dict[str, Hook]) -> Step:
     if st.run is not None:
         command = ctx.expand(st.run)
-        res = guest.session.run(command, user=st.user, timeout=st.timeout)
+        wrapped = command if ctx.dram_cpus is None or not ctx.on_dram_node else \
+            f"taskset -c {ctx.dram_cpus} sh -c {shlex.quote(command)}"
+        res = guest.session.run(wrapped, user=st.user, timeout=st.timeout)
         data = last_json_object(res.stdout) if st.json_ else None
         if st.json_ and data is None:
             raise ScenarioRunError(f"no JSON on stdout (status {res.status}): "
@@ -338,7 +347,7 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
         if lacks:
             return _skipped(spec, variant, topo_name,
                             f"topology {topo.name} does not apply: {'; '.join(lacks)}")
-        ctx = Context(topo, variant)
+        ctx = Context(topo, variant, spec.on_dram_node)
         session = hooks_factory(spec, topo, run_path) if hooks_factory else None
         full = GuestImage(image.kernel, image.initrd, f"{image.append} {spec.append}".strip())
         try:
