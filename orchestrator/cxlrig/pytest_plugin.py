@@ -66,16 +66,21 @@ def _listify(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
 
 
+def _wants(marker: pytest.Mark | None, config: pytest.Config) -> list[Want]:
+    kw = marker.kwargs if marker else {}
+    topologies = _listify(kw.get("topology", config.getoption("--cxl-topology")))
+    variants = _listify(kw.get("variant", config.getoption("--cxl-variant")))
+    return [Want(t, v, str(kw.get("append", ""))) for t in topologies for v in variants]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A marker listing several machines runs the test once on each."""
     if "cxl_guest" not in metafunc.fixturenames:
         return
-    marker = metafunc.definition.get_closest_marker(MARKER)
-    kw = marker.kwargs if marker else {}
-    topologies = _listify(kw.get("topology", metafunc.config.getoption("--cxl-topology")))
-    variants = _listify(kw.get("variant", metafunc.config.getoption("--cxl-variant")))
-    wants = [Want(t, v, str(kw.get("append", ""))) for t in topologies for v in variants]
-    ids = [f"{w.topology}-{w.variant}" for w in wants] if len(wants) > 1 else None
-    metafunc.parametrize("cxl_want", wants, ids=ids, scope="module")
+    wants = _wants(metafunc.definition.get_closest_marker(MARKER), metafunc.config)
+    if len(wants) > 1:
+        metafunc.parametrize("cxl_want", wants, indirect=True,
+                             ids=[f"{w.topology}-{w.variant}" for w in wants])
 
 
 def _topology_file(name: str, base: Path) -> Path:
@@ -130,12 +135,14 @@ def cxl_guest_pool(request: pytest.FixtureRequest,
         pool.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cxl_want(request: pytest.FixtureRequest) -> Want:
-    """The machine asked for (parametrized from the ``cxl`` marker)."""
+    """The machine asked for: the ``cxl`` marker's (one of them when it lists several)."""
     want = getattr(request, "param", None)
-    assert isinstance(want, Want)
-    return want
+    if isinstance(want, Want):
+        return want
+    (only,) = _wants(request.node.get_closest_marker(MARKER), request.config)
+    return only
 
 
 @pytest.fixture

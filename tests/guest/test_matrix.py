@@ -9,6 +9,7 @@ with one expectation flipped and one figure planted far outside its band.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -212,9 +213,13 @@ def test_compare_names_a_planted_regression(work: Work, resumed: Path) -> None:
         assert any("default/v2/unprivileged-caller: pass -> fail" in line for line in lines), text
         assert any("default/v1/bring-up: boot_s" in line and "outside" in line
                    for line in lines), text
-        assert len(lines) == 2, text
+        # Nothing else regressed but, perhaps, a timing the host's load moved
+        # (boots are real and this machine is shared): never a verdict.
+        others = [line for line in lines if "pass -> fail" not in line
+                  and "default/v1/bring-up: boot_s" not in line]
+        assert all(" ->" not in line and "outside" in line for line in others), text
     assert work.cxlrig("matrix", "compare", str(out)).returncode == 1
-    assert "pass -> fail" in (out / "dashboard.html").read_text()
+    assert "pass -> fail" in html.unescape((out / "dashboard.html").read_text())
     # The runs before it agree with each other: nothing regressed between them.
     res = work.cxlrig("matrix", "compare", str(work.root / "full"), str(work.root / "merged"))
     assert res.returncode == 0 and "nothing changed" in res.stdout, res.stdout + res.stderr

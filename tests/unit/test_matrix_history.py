@@ -45,16 +45,18 @@ def test_compare_names_verdict_changes_flakes_and_figures(tmp_path: Path) -> Non
     ids = [_record(tmp_path, db, i + 1, [_cell(k, v, 4.0 + 0.1 * i) for k, v in BASE])
            for i in range(3)]
     new = [_cell("t/v1/a", Verdict.FAIL, 4.1), _cell("t/v1/b", Verdict.PASS, 40.0, flaky=True),
-           _cell("t/v1/c", Verdict.SKIP, 4.15)]
+           _cell("t/v1/c", Verdict.SKIP, 0.4)]
     last = _record(tmp_path, db, 4, new)
     changes = history.compare(ids[-1], last, db)
     regressions = sorted(c.message for c in changes if c.regression)
     assert regressions == [
         "t/v1/a: pass -> fail",
-        "t/v1/b: boot_s = 40, outside [3.8, 4.4] (the band of the last 3 runs)",
+        "t/v1/b: boot_s = 40, outside [3.65522, 4.54478] (the band of the last 3 runs)",
         "t/v1/b: flaky (an error, then a pass on the retry)"]
-    # 4.15 and 4.1 are inside the band: not named.
-    assert not any("t/v1/c" in c.message for c in changes)
+    # 4.1 is inside the band: not named; a boot ten times faster is a change,
+    # not a regression.
+    assert [(c.message, c.regression) for c in changes if c.key == "t/v1/c"] == [
+        ("t/v1/c: boot_s = 0.4, outside [3.65522, 4.54478] (the band of the last 3 runs)", False)]
     assert history.trends("m", last, path=db)["t/v1/a"] == ["pass", "pass", "pass", "fail"]
 
 
@@ -75,14 +77,14 @@ def test_compare_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "no such run" in capsys.readouterr().err
 
 
-@given(st.lists(st.floats(1, 1e6), min_size=2, max_size=10))
+@given(st.lists(st.floats(1, 1e6), min_size=3, max_size=10))
 def test_band_holds_its_own_values(values: list[float]) -> None:
     b = history.band(values)
     assert b is not None and all(b.low <= v <= b.high for v in values)
 
 
 def test_band_needs_enough_values() -> None:
-    assert history.band([5.0]) is None
+    assert history.band([5.0, 5.1]) is None
     steady = history.band([0.5, 0.5, 0.5])
     assert steady is not None and (steady.low, steady.high) == (0.5, 0.5)
 
@@ -106,3 +108,10 @@ def test_a_damaged_record_is_named(tmp_path: Path) -> None:
     d = _run(tmp_path / "r", "2026-12-01T00:00:00Z", [_cell("t/v1/a", Verdict.PASS, 1.0)])
     (d / "cells" / "t" / "v1" / "a" / "cell.json").write_text('{"key": 3}')
     assert main(["matrix", "publish", str(d), "--no-history"]) == 2
+
+
+@pytest.mark.parametrize(("name", "worse"), [
+    ("boot_s", "higher"), ("move_pages by page count [pages=4] ns per page", "higher"),
+    ("dram_share [after]", "lower"), ("something else", None)])
+def test_which_way_a_figure_gets_worse(name: str, worse: str | None) -> None:
+    assert history.worse_when(name) == worse

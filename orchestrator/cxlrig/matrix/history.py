@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS figures (
 #: How many earlier runs a figure's noise band is drawn from.
 BAND_RUNS = 5
 #: Fewer earlier values than this draw no band (a figure is not judged yet).
-BAND_MIN_VALUES = 2
+BAND_MIN_VALUES = 3
 
 
 class HistoryError(CxlrigError):
@@ -184,13 +184,13 @@ def band(values: Sequence[float]) -> Band | None:
     """The range earlier values say a new one should fall in, or None with too few.
 
     The median plus and minus three times the larger of the values' median
-    absolute deviation and half their range: wide for a noisy figure,
-    narrow for a steady one, and never a fixed percentage.
+    absolute deviation (scaled to a normal sigma) and half their range: wide
+    for a noisy figure, narrow for a steady one, and never a fixed percentage.
     """
     if len(values) < BAND_MIN_VALUES:
         return None
     mid = statistics.median(values)
-    mad = statistics.median(abs(v - mid) for v in values)
+    mad = 1.4826 * statistics.median(abs(v - mid) for v in values)
     spread = max(mad, (max(values) - min(values)) / 2)
     return Band(mid - 3 * spread, mid + 3 * spread, len(values))
 
@@ -241,10 +241,24 @@ def _figure_changes(new: int, path: Path | None) -> list[Change]:
         b = band(values)
         if b is None or b.low <= value <= b.high:
             continue
+        worse = worse_when(name)
+        regression = worse is None or (value > b.high) == (worse == "higher")
         out.append(Change("figure", key, f"{key}: {name} = {value:.6g}, outside "
                           f"[{b.low:.6g}, {b.high:.6g}] (the band of the last {b.values} "
-                          "runs)", True))
+                          "runs)", regression))
     return out
+
+
+def worse_when(figure: str) -> str | None:
+    """Which way a figure gets worse: times grow, DRAM shares after promotion shrink.
+
+    None when the name does not say: then either way is a regression.
+    """
+    if figure.endswith("_s") or " ns" in figure or "per page" in figure:
+        return "higher"
+    if figure.startswith("dram_share"):
+        return "lower"
+    return None
 
 
 def previous(run_id: int, path: Path | None = None) -> RunRow | None:
