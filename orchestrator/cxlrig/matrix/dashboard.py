@@ -163,12 +163,17 @@ def _kernels(run: MatrixRun) -> str:
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
 
 
-def _regressions(regressions: Sequence[str]) -> str:
+def _regressions(regressions: Sequence[str], previous: str | None) -> str:
+    if previous is None:
+        return ('<p class="muted">not compared: no earlier run of this matrix is recorded in '
+                "the history</p>")
+    against = "against the previous run" + (f" (<code>{_e(previous)}</code>)" if previous
+                                            else "")
     if not regressions:
-        return '<p class="noregressions">no regressions against the previous run</p>'
+        return f'<p class="noregressions">no regressions {against}</p>'
     items = "".join(f"<li>{_e(r)}</li>" for r in regressions)
     n = len(regressions)
-    return (f"<h2>{n} regression{'s' * (n != 1)} against the previous run</h2>"
+    return (f"<h2>{n} regression{'s' * (n != 1)} {against}</h2>"
             f'<ul class="regressions">{items}</ul>')
 
 
@@ -270,11 +275,12 @@ def _legend() -> str:
 
 def dashboard_page(directory: Path, run: MatrixRun, *,
                    trends: Mapping[str, Sequence[str | None]] = {},
-                   regressions: Sequence[str] = (), title: str | None = None) -> str:
+                   regressions: Sequence[str] = (), title: str | None = None,
+                   previous: str | None = "") -> str:
     """The dashboard as one HTML string (``directory`` is where it will be written:
     report links are checked relative to it)."""
     heading = title or f"cxlrig matrix: {run.name}"
-    body = [_header(run, heading), _kernels(run), _regressions(regressions),
+    body = [_header(run, heading), _kernels(run), _regressions(regressions, previous),
             "<h2>Cells</h2>", _legend(), _grid(directory, run, trends)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -284,16 +290,19 @@ def dashboard_page(directory: Path, run: MatrixRun, *,
 
 def render_dashboard(directory: Path, run: MatrixRun, *,
                      trends: Mapping[str, Sequence[str | None]] = {},
-                     regressions: Sequence[str] = (), title: str | None = None) -> Path:
+                     regressions: Sequence[str] = (), title: str | None = None,
+                     previous: str | None = "") -> Path:
     """Write ``directory/dashboard.html`` atomically and return its path.
 
     ``trends`` holds, by cell key, the cell's verdicts over the last runs
     (oldest first, None where it did not run); ``regressions`` one line per
-    regression against the previous run.
+    regression against the previous run, ``previous`` (None: there was
+    none to compare with).
     """
     directory = Path(directory)
     path = directory / DASHBOARD_FILE
-    page = dashboard_page(directory, run, trends=trends, regressions=regressions, title=title)
+    page = dashboard_page(directory, run, trends=trends, regressions=regressions, title=title,
+                          previous=previous)
     write_atomic(path, page.encode("utf-8"))
     log.info("wrote %s", path)
     return path

@@ -135,7 +135,8 @@ def publish(directory: Path, *, history_db: Path | None = None,
         "previous": prev.directory if prev else None,
         "changes": [c.__dict__ for c in changes]}, indent=1) + "\n").encode())
     regressions = [c.message for c in changes if c.regression]
-    dash = render_dashboard(directory, run, trends=trends, regressions=regressions)
+    dash = render_dashboard(directory, run, trends=trends, regressions=regressions,
+                            previous=prev.directory if prev else None)
     junit_path = junit.write(as_results(run, directory), directory / JUNIT_FILE)
     kc = directory / KCIDB_FILE
     write_atomic(kc, (json.dumps(kcidb(run), indent=1) + "\n").encode())
