@@ -185,8 +185,13 @@ class GuestSession:
                              min(2.0, max(0.1, deadline - time.monotonic())), "the guest shell")
                 break
             except GuestError:
-                if time.monotonic() >= deadline or not self.machine.is_running():
+                if not self.machine.is_running():
                     raise
+                if time.monotonic() >= deadline:
+                    # The whole wait, not its last 2 s slice.
+                    raise GuestError(
+                        f"timed out after {time.monotonic() - start:.0f} s waiting for the "
+                        f"guest shell\n{self._shell_tail()}\n{self.console.tail()}") from None
         # Quiet tty: no echo, no prompt, nothing to wade through.
         self._send("stty -echo; PS1=''\n")
         self._sync()

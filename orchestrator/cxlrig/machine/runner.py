@@ -184,12 +184,20 @@ class Machine:
                 raise self._launch_error(
                     f"QEMU's QMP socket did not appear within {TIMEOUTS.qemu_start:.0f} s")
             time.sleep(0.02)
-        qmp = Qmp(self.topo.name)
-        try:
-            qmp.connect(str(qmp_path), max(1.0, deadline - time.monotonic()))
-        except QmpError as exc:
-            qmp.close()
-            raise self._launch_error(str(exc)) from exc
+        # QEMU creates the socket file (bind) a moment before it listens: a
+        # refused connection then is a race, not a failure (seen on a busy host).
+        while True:
+            qmp = Qmp(self.topo.name)
+            try:
+                qmp.connect(str(qmp_path), max(1.0, deadline - time.monotonic()))
+            except QmpError as exc:
+                qmp.close()
+                if (self._proc.poll() is None and time.monotonic() < deadline
+                        and "refused" in str(exc).lower()):
+                    time.sleep(0.05)
+                    continue
+                raise self._launch_error(str(exc)) from exc
+            break
         self._qmp = qmp
 
     def _launch_error(self, msg: str) -> LaunchError:
