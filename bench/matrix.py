@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--matrix", default=str(REPO / "matrices" / "smoke.yaml"))
     ap.add_argument("--repeat", type=repeat_arg, default=3)
     ap.add_argument("--nightly", type=Path, help="a finished nightly matrix run directory")
+    ap.add_argument("--only-nightly", action="store_true",
+                    help="with --nightly: only read that run, run nothing")
     args = ap.parse_args()
 
     plan = load_matrix(args.matrix)
@@ -79,7 +81,7 @@ def main() -> None:
     shares: list[float] = []
     boots: dict[str, list[float]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="cxlrig-bench-matrix-") as tmp:
-        for rep in range(args.repeat):
+        for rep in range(0 if args.only_nightly else args.repeat):
             for jobs in ((1, 2) if rep % 2 == 0 else (2, 1)):
                 out = Path(tmp) / f"r{rep}-j{jobs}"
                 start = time.monotonic()
@@ -91,10 +93,11 @@ def main() -> None:
                     boots[k] += v
                 print(f"rep {rep + 1} jobs {jobs}: {times[jobs][-1]:.1f} s, "
                       f"exit {run.exit_code}", flush=True)
-    print(f"\nmatrix {plan.spec.name}: {len(plan.cells)} cells, {args.repeat} repetitions")
-    print(f"  --jobs 1: {Spread.of(times[1]).show('.1f', ' s')}")
-    print(f"  --jobs 2: {Spread.of(times[2]).show('.1f', ' s')}")
-    print(f"  speedup (paired): {paired_ratios(times[1], times[2]).show('.2f', 'x')}")
+    if times[1]:
+        print(f"\nmatrix {plan.spec.name}: {len(plan.cells)} cells, {args.repeat} repetitions")
+        print(f"  --jobs 1: {Spread.of(times[1]).show('.1f', ' s')}")
+        print(f"  --jobs 2: {Spread.of(times[2]).show('.1f', ' s')}")
+        print(f"  speedup (paired): {paired_ratios(times[1], times[2]).show('.2f', 'x')}")
     if args.nightly is not None:
         night = load_run(args.nightly)
         s, b = overheads(args.nightly, night)

@@ -17,10 +17,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cxlrig.files import write_atomic
-from cxlrig.report import plots
 from cxlrig.report._util import json_value, showable
 from cxlrig.report.terminal import summary_line
 from cxlrig.results.model import Check, Results, Run, Step, Verdict, load_results
+
+# cxlrig.report.plots is imported only where a page has plots: matplotlib takes
+# a second to import, and a matrix renders hundreds of reports, most without.
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,8 @@ def phases_after_promotion(run: Run) -> set[str | None]:
 
 def _figure(svg: str, caption: str) -> str:
     # At its natural size every plot has the same font size; narrower screens shrink it.
+    from cxlrig.report import plots
+
     width = plots.natural_width_px(svg)
     style = f' style="width: {width:.0f}px"' if width else ""
     return (f"<figure{style}>{svg}<figcaption class=\"muted\">{_e(caption)}</figcaption>"
@@ -271,6 +275,8 @@ def run_plots(run: Run) -> list[str]:
     if plugin is None:
         return out
     label = f"{run.scenario} on {run.variant}"
+    from cxlrig.report import plots
+
     if plugin.series:
         out.append(_figure(plots.accesses_over_time(plugin.series, plugin.marks,
                                                     f"Accesses per node: {label}"),
@@ -333,6 +339,10 @@ def measurement_plots(results: Results) -> list[str]:
     for run in results.runs:
         for name in dict.fromkeys(m.series for m in run.measurements):
             by_series.setdefault(name, []).append(run)
+    if not by_series:
+        return []
+    from cxlrig.report import plots
+
     named: dict[str, list[plots.Line]] = {}
     for name, runs in by_series.items():
         several = len({r.scenario for r in runs}) > 1
