@@ -16,7 +16,7 @@ Tests of a module that ask for the same machine share one boot, unless
 marked ``shared=False``. A list of topologies or variants in the marker runs
 the test once per machine. ``requires={...}`` (as a scenario's) skips, with
 the reason, on a topology that lacks it. Options: ``--cxl-topology``,
-``--cxl-variant``, ``--cxl-kernel BZIMAGE``. Works with pytest-xdist: each
+``--cxl-variant``, ``--cxl-kernel BZIMAGE``, ``--cxl-keep N``. Works with pytest-xdist: each
 worker boots its own machines.
 """
 
@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="kernel variant for cxl_guest tests whose marker names none")
     group.addoption("--cxl-kernel", default=None, metavar="BZIMAGE",
                     help="boot this bzImage instead of building the variant")
+    group.addoption("--cxl-keep", default=1, type=int, metavar="N",
+                    help="shared machines a module keeps running at once (default 1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,35 +95,55 @@ def _topology_file(name: str, base: Path) -> Path:
 
 
 class GuestPool:
-    """Booted machines of one module, by what was asked; all stopped at its end."""
+    """Booted machines of one module, by what was asked; all stopped at its end.
+
+    At most ``keep`` shared machines run at once (``--cxl-keep``, default 1):
+    asking for another stops the one asked for least recently, so a module
+    that goes through eight topologies does not hold eight QEMUs.
+    """
 
     def __init__(self, config: pytest.Config, runs: Path) -> None:
         self.config = config
         self.runs = runs
-        self.stack = contextlib.ExitStack()
-        self.guests: dict[tuple[Want, Path], Guest] = {}
+        self.keep = max(1, int(config.getoption("--cxl-keep")))
+        self.guests: dict[tuple[Want, Path], tuple[Guest, contextlib.ExitStack]] = {}
 
-    def boot(self, want: Want, base: Path, stack: contextlib.ExitStack | None = None) -> Guest:
+    def _start(self, want: Want, path: Path, stack: contextlib.ExitStack) -> Guest:
         from cxlrig.guest.boot import booted
         from cxlrig.images import guest_image
         from cxlrig.machine.runner import RunDir
         from cxlrig.topology import load
 
-        path = _topology_file(want.topology, base)
-        key = (want, path)
-        if stack is None and key in self.guests:
-            return self.guests[key]
         image: GuestImage = guest_image(want.variant, self.config.getoption("--cxl-kernel"),
                                         want.append)
         run = RunDir.create(self.runs, f"{path.stem}-{want.variant}")
-        guest = (stack or self.stack).enter_context(booted(load(path), image, run))
-        if stack is None:
-            self.guests[key] = guest
+        return stack.enter_context(booted(load(path), image, run))
+
+    def shared(self, want: Want, base: Path) -> Guest:
+        key = (want, _topology_file(want.topology, base))
+        if key in self.guests:
+            self.guests[key] = self.guests.pop(key)  # the most recently asked for, last
+            return self.guests[key][0]
+        while len(self.guests) >= self.keep:
+            _, stack = self.guests.pop(next(iter(self.guests)))
+            stack.close()
+        stack = contextlib.ExitStack()
+        try:
+            guest = self._start(want, key[1], stack)
+        except BaseException:
+            stack.close()
+            raise
+        self.guests[key] = (guest, stack)
         return guest
 
+    def own(self, want: Want, base: Path, stack: contextlib.ExitStack) -> Guest:
+        """A machine of the caller's own, stopped when ``stack`` closes."""
+        return self._start(want, _topology_file(want.topology, base), stack)
+
     def close(self) -> None:
-        self.guests.clear()
-        self.stack.close()
+        while self.guests:
+            _, stack = self.guests.pop(next(iter(self.guests)))
+            stack.close()
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +184,7 @@ def cxl_guest(request: pytest.FixtureRequest, cxl_guest_pool: GuestPool,
         if lacks:
             pytest.skip(f"topology {cxl_want.topology}: {'; '.join(lacks)}")
     if kw.get("shared", True):
-        yield cxl_guest_pool.boot(cxl_want, base)
+        yield cxl_guest_pool.shared(cxl_want, base)
         return
     with contextlib.ExitStack() as own:
-        yield cxl_guest_pool.boot(cxl_want, base, own)
+        yield cxl_guest_pool.own(cxl_want, base, own)

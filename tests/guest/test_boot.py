@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from cxlrig.guest.boot import Guest
 from cxlrig.guest.cxl import cxl_list
 from cxlrig.guest.session import CommandFailed, GuestCrash, GuestError
+from cxlrig.pytest_plugin import Want
 from cxlrig.topology import load
 
 from ..conftest import REPO
@@ -18,41 +20,42 @@ TOPOLOGIES = ["default", "direct-volatile", "cross-host-bridge", "switch-4way", 
               "numa-dram2-cxl", "dynamic-capacity", "large"]
 
 
-@pytest.mark.parametrize("name", TOPOLOGIES)
-def test_guest_boot_numa_nodes_match_topology(boot: Boot, name: str) -> None:
-    topo = load(REPO / "topologies" / f"{name}.yaml")
-    with boot(name) as guest:
-        # bring_up already verified; assert the essentials here again, from the guest.
-        assert {r.id for r in guest.regions} == {r.id for r in topo.regions}
-        ram = [r for r in topo.regions if r.type == "ram"]
-        for region in ram:
-            node = guest.nodes[region.node]
-            assert node.cpus == "", f"{region.id}: CXL node {region.node} has CPUs"
-            expected = sum(r.size for r in ram if r.node == region.node)
-            assert node.mem_total == expected
-            assert node.distances[0] > node.distances[region.node], "remote must be farther"
-        for dram in topo.nodes:
-            assert abs(guest.nodes[dram.node].mem_total - dram.memory) < dram.memory * 0.1
-        # 'cxl list' (ndctl's tool, not our sysfs reading) agrees.
-        listed = cxl_list(guest.session)
-        serials = {int(str(o["serial"]), 0) for o in listed if "memdev" in o}
-        assert serials == {d.serial for d in topo.devices}
-        listed_regions = {o["region"] for o in listed if "region" in o}
-        assert listed_regions == {r.name for r in guest.regions}
-        ports = guest.session.run("cxl list -P -u", check=True).stdout
-        for _ in topo.host_bridges:
-            assert '"port":"port' in ports
-        out = guest.session.run("numactl -H", check=True).stdout
-        assert f"available: {len(topo.nodes) + len({r.node for r in ram})} nodes" in out
-        if any(r.type == "pmem" for r in topo.regions):
-            # A persistent region binds through libnvdimm.
-            nd = guest.session.run("ls /sys/bus/nd/devices", check=True).stdout.split()
-            assert "region0" in nd and "ndbus0" in nd
-        if ram:
-            # The memory is really usable: write 1 MiB bound to the first CXL node.
-            res = guest.session.run(f"numactl --membind={ram[0].node} dd if=/dev/zero "
-                                    "of=/dev/null bs=64K count=16 2>&1")
-            assert res.ok, res.stdout
+# The cxl_guest fixture of cxlrig's pytest plugin: one test, once per machine.
+@pytest.mark.cxl(topology=TOPOLOGIES, variant="v2")
+def test_guest_boot_numa_nodes_match_topology(cxl_guest: Guest, cxl_want: Want) -> None:
+    topo = load(REPO / "topologies" / f"{cxl_want.topology}.yaml")
+    guest = cxl_guest
+    # bring_up already verified; assert the essentials here again, from the guest.
+    assert {r.id for r in guest.regions} == {r.id for r in topo.regions}
+    ram = [r for r in topo.regions if r.type == "ram"]
+    for region in ram:
+        node = guest.nodes[region.node]
+        assert node.cpus == "", f"{region.id}: CXL node {region.node} has CPUs"
+        expected = sum(r.size for r in ram if r.node == region.node)
+        assert node.mem_total == expected
+        assert node.distances[0] > node.distances[region.node], "remote must be farther"
+    for dram in topo.nodes:
+        assert abs(guest.nodes[dram.node].mem_total - dram.memory) < dram.memory * 0.1
+    # 'cxl list' (ndctl's tool, not our sysfs reading) agrees.
+    listed = cxl_list(guest.session)
+    serials = {int(str(o["serial"]), 0) for o in listed if "memdev" in o}
+    assert serials == {d.serial for d in topo.devices}
+    listed_regions = {o["region"] for o in listed if "region" in o}
+    assert listed_regions == {r.name for r in guest.regions}
+    ports = guest.session.run("cxl list -P -u", check=True).stdout
+    for _ in topo.host_bridges:
+        assert '"port":"port' in ports
+    out = guest.session.run("numactl -H", check=True).stdout
+    assert f"available: {len(topo.nodes) + len({r.node for r in ram})} nodes" in out
+    if any(r.type == "pmem" for r in topo.regions):
+        # A persistent region binds through libnvdimm.
+        nd = guest.session.run("ls /sys/bus/nd/devices", check=True).stdout.split()
+        assert "region0" in nd and "ndbus0" in nd
+    if ram:
+        # The memory is really usable: write 1 MiB bound to the first CXL node.
+        res = guest.session.run(f"numactl --membind={ram[0].node} dd if=/dev/zero "
+                                "of=/dev/null bs=64K count=16 2>&1")
+        assert res.ok, res.stdout
 
 
 def test_guest_session_output_status_quoting_and_users(boot: Boot) -> None:
