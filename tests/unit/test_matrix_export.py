@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ import kcidb_io  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from cxlrig.cli import main
 from cxlrig.matrix import export
-from cxlrig.matrix.record import Cell, CellCheck, KernelId, MatrixRun
+from cxlrig.matrix.record import Cell, CellCheck, KernelId, MatrixRun, write_cell, write_run
 from cxlrig.results import Verdict
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -290,3 +293,32 @@ def test_schema_check_can_fail(tmp_path: Path) -> None:
     proc = _check_jsonschema(GITLAB_SCHEMA, path)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "cxlrig-shard" in proc.stdout + proc.stderr
+
+
+def test_the_cli_writes_each_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for flag, schema in (("--github-actions", GITHUB_SCHEMA), ("--gitlab", GITLAB_SCHEMA)):
+        out = tmp_path / f"{flag[2:]}.yml"
+        assert main(["matrix", "export", flag, str(repo / "matrices" / "nightly.yaml"),
+                     "--shards", "6", "-o", str(out)]) == 0
+        proc = _check_jsonschema(schema, out)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "--shard" in out.read_text()
+    # A matrix file with a problem is refused with its location, not exported.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: m\ntopologies: [nosuch]\nscenarios: [bring-up]\n")
+    capsys.readouterr()
+    assert main(["matrix", "export", "--gitlab", str(bad)]) == 1
+    assert f"{bad}:2:14: topologies[0]" in capsys.readouterr().out
+    # A run directory as KCIDB, from the records alone.
+    run = _run()
+    write_run(tmp_path / "run", replace(run, cells=tuple(replace(c, verdict=None)
+                                                          for c in run.cells)))
+    for c in run.cells:
+        if c.verdict is not None:
+            write_cell(tmp_path / "run", c)
+    assert main(["matrix", "export", "--kcidb", str(tmp_path / "run"),
+                 "-o", str(tmp_path / "k.json")]) == 0
+    data = json.loads((tmp_path / "k.json").read_text())
+    kcidb_io.schema.LATEST.validate(data)
+    assert len(data["tests"]) == sum(c.verdict is not None for c in run.cells)
