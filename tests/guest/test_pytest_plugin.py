@@ -20,13 +20,26 @@ import pytest
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 
+# Each user module notes which xdist worker ran it: two modules under
+# ``--dist loadfile`` on two workers must land on both.
+WORKER_NOTE = '''
+import os
+from pathlib import Path
+
+
+def note_worker(module):
+    (Path(os.environ["WORKER_NOTES"]) / module).write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
+'''
+
 SHARED = '''
 import pytest
+from worker_note import note_worker
 
 pytestmark = pytest.mark.cxl(topology="default", variant="v2")
 
 
 def test_leaves_a_mark(cxl_guest):
+    note_worker("shared")
     assert cxl_guest.session.run("echo from-the-first-test > /tmp/mark").ok
 
 
@@ -41,10 +54,12 @@ def test_own_machine_has_no_mark(cxl_guest):
 
 PER_TOPOLOGY = '''
 import pytest
+from worker_note import note_worker
 
 
 @pytest.mark.cxl(topology=["default", "direct-volatile"], variant="v1")
 def test_cxl_node_is_online(cxl_guest):
+    note_worker("per_topology")
     node = cxl_guest.regions[0].node
     assert cxl_guest.nodes[node].mem_total > 0
     assert cxl_guest.session.run(f"test -d /sys/devices/system/node/node{node}").ok
@@ -66,8 +81,12 @@ def test_user_tests_run_in_parallel(tmp_path: Path, kernels: Callable[[str], Pat
     kernels("v1"), kernels("v2")
     (tmp_path / "test_shared.py").write_text(textwrap.dedent(SHARED))
     (tmp_path / "test_per_topology.py").write_text(textwrap.dedent(PER_TOPOLOGY))
+    (tmp_path / "worker_note.py").write_text(textwrap.dedent(WORKER_NOTE))
+    notes = tmp_path / "notes"
+    notes.mkdir()
     junit = tmp_path / "junit.xml"
-    env = {**os.environ, "CXLRIG_RUNS": str(tmp_path / "runs")}
+    env = {**os.environ, "CXLRIG_RUNS": str(tmp_path / "runs"), "WORKER_NOTES": str(notes),
+           "PYTHONPATH": str(tmp_path)}
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-p",
          "no:cacheprovider", f"--junitxml={junit}", "-q", str(tmp_path)],
@@ -89,4 +108,5 @@ def test_user_tests_run_in_parallel(tmp_path: Path, kernels: Callable[[str], Pat
     skipped = next(c for c in ET.parse(junit).getroot().iter("testcase")
                    if c.get("name") == "test_needs_a_ram_region")
     assert "needs 1 ram region" in (skipped.find("skipped").get("message") or "")  # type: ignore[union-attr]
-    assert "2 workers" in res.stdout or "gw1" in res.stdout + res.stderr, res.stdout
+    workers = {note.read_text() for note in notes.iterdir()}
+    assert workers == {"gw0", "gw1"}, (workers, res.stdout)
