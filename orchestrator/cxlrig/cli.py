@@ -29,6 +29,7 @@ from cxlrig.paths import runs_dir
 
 if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
     from cxlrig.images import GuestImage
+    from cxlrig.images.variants import Variant
     from cxlrig.matrix.model import Plan
     from cxlrig.matrix.publish import Published
     from cxlrig.results import Run
@@ -140,14 +141,23 @@ def _progress(status: object) -> Callable[[str], None]:
     return update
 
 
+def _variant(args: argparse.Namespace) -> str | Variant:
+    """--series PATH (a user's series) or --variant NAME (a shipped one)."""
+    from cxlrig.images.variants import load_series
+
+    return load_series(args.series) if args.series is not None else str(args.variant)
+
+
 def cmd_kernel_build(args: argparse.Namespace) -> int:
     from cxlrig.images.kernel import build_kernel
 
     start = time.monotonic()
-    with err.status(f"building kernel {args.variant}...") as status:
-        path = build_kernel(args.variant, tree=args.tree, jobs=args.jobs,
+    variant = _variant(args)
+    name = variant if isinstance(variant, str) else variant.name
+    with err.status(f"building kernel {name}...") as status:
+        path = build_kernel(variant, tree=args.tree, jobs=args.jobs,
                             progress=_progress(status), force=args.force)
-    err.print(f"kernel {args.variant}: {path} ({time.monotonic() - start:.1f} s)", markup=False)
+    err.print(f"kernel {name}: {path} ({time.monotonic() - start:.1f} s)", markup=False)
     out.print(str(path), markup=False)
     return 0
 
@@ -155,10 +165,12 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 def cmd_kernel_path(args: argparse.Namespace) -> int:
     from cxlrig.images.kernel import kernel_path
 
-    path = kernel_path(args.variant)
+    variant = _variant(args)
+    path = kernel_path(variant)
     if path is None:
-        err.print(f"kernel {args.variant} is not built yet: "
-                  f"run 'cxlrig kernel build --variant {args.variant}'", markup=False)
+        how = f"--series {args.series}" if args.series else f"--variant {args.variant}"
+        err.print(f"kernel {args.series or args.variant} is not built yet: "
+                  f"run 'cxlrig kernel build {how}'", markup=False)
         return 1
     out.print(str(path), markup=False)
     return 0
@@ -174,11 +186,12 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image(variant: str, kernel: str | None, append: str = "") -> GuestImage:
+def _image(variant: str | Variant, kernel: str | None, append: str = "") -> GuestImage:
     """The guest image, with a spinner while a kernel builds."""
     from cxlrig.images import guest_image
 
-    with err.status(f"kernel {variant}...") as status:
+    name = variant if isinstance(variant, str) else variant.name
+    with err.status(f"kernel {name}...") as status:
         return guest_image(variant, kernel, append, progress=_progress(status))
 
 
@@ -189,7 +202,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from cxlrig.topology import load
 
     topo = load(args.file)
-    image = _image(args.variant, args.kernel, args.append)
+    image = _image(_variant(args), args.kernel, args.append)
     choice = resolve_accel(args.accel or topo.accel, image.kernel)
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
@@ -232,6 +245,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cxlrig.images.variants import load_series
     from cxlrig.scenario.model import ScenarioError, load_scenario
     from cxlrig.scenario.plugin import PluginSession
     from cxlrig.scenario.runner import SuiteProgress, run_suite
@@ -265,14 +279,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with err.status("starting...") as status:
         progress = Progress(status)
+        series = [load_series(s) for s in args.series or []]
         results = run_suite(specs, results_dir, variants=args.variant, topology=args.topology,
-                            image_for=lambda v: _image(v, args.kernel),
+                            image_for=lambda v: _image(v, args.kernel), series=series,
                             hooks_factory=PluginSession.for_scenario, progress=progress)
     _report(results_dir)
     return results.exit_code
 
 
-_VERDICT_COLOUR = {"pass": "green", "fail": "red", "skip": "dim"}
+_VERDICT_COLOUR = {"pass": "green", "fail": "red", "skip": "dim", "unjudged": "blue"}
 
 
 def _print_run(run: Run) -> None:
@@ -334,7 +349,8 @@ class _Reported(Exception):
         self.status = status
 
 
-_CELL_COLOUR = {"pass": "green", "fail": "red", "skip": "dim", "error": "yellow"}
+_CELL_COLOUR = {"pass": "green", "fail": "red", "skip": "dim", "error": "yellow",
+                "unjudged": "blue"}
 
 
 def cmd_matrix_list(args: argparse.Namespace) -> int:
@@ -534,6 +550,10 @@ def positive_int(text: str) -> int:
     return value
 
 
+SERIES_HELP = ("a patch series on the shipped sources: a directory of *.patch/*.mbox "
+               "(variant.yaml says how to judge it) or one mbox file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cxlrig.images.kernel import VARIANTS
 
@@ -570,12 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
     kb = ksub.add_parser("build", help="build a kernel variant (cached by content hash)")
     kb.set_defaults(func=cmd_kernel_build)
     kb.add_argument("--variant", default="v2", choices=VARIANTS, help="default v2")
+    kb.add_argument("--series", metavar="PATH", help=SERIES_HELP)
     kb.add_argument("--tree", type=Path, help="build this kernel tree with our config fragment")
     kb.add_argument("--jobs", type=int, help="parallel jobs (default: all CPUs)")
     kb.add_argument("--force", action="store_true", help="rebuild even if cached")
     kp = ksub.add_parser("path", help="print the cached bzImage of a variant")
     kp.set_defaults(func=cmd_kernel_path)
     kp.add_argument("--variant", default="v2", choices=VARIANTS)
+    kp.add_argument("--series", metavar="PATH", help=SERIES_HELP)
 
     sp = add("guest", lambda a: 2, "build the guest initramfs")
     gsub = sp.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
@@ -587,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", metavar="FILE")
     sp.add_argument("--variant", default="v2", choices=VARIANTS,
                     help="kernel variant (default v2)")
+    sp.add_argument("--series", metavar="PATH", help=SERIES_HELP)
     sp.add_argument("--kernel", help="boot this bzImage instead of a built variant")
     sp.add_argument("--accel", choices=("auto", "kvm", "tcg"),
                     help="accelerator (default: the topology's, auto)")
@@ -605,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("scenarios", nargs="+", metavar="SCENARIO")
     sp.add_argument("--variant", action="append", choices=VARIANTS,
                     help="only these variants (repeatable; default: each scenario's own)")
+    sp.add_argument("--series", action="append", metavar="PATH",
+                    help=SERIES_HELP + " (repeatable; with no --variant only the series run)")
     sp.add_argument("--topology", help="run on this topology instead of the scenario's")
     sp.add_argument("--kernel", help="boot this bzImage for every variant")
     sp.add_argument("--results", help="results directory (default: a new one under runs/)")

@@ -30,7 +30,7 @@ BAD = {
         "x.yaml:5:5: steps[0]: a step needs exactly one of run, mark, qmp, promote "
         "(has run, mark)",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true'}\nexpect:\n  v3: []\n":
-        "x.yaml:7:3: expect.v3: 'v3' is not a variant (v1, v2, debug) or 'all'",
+        "x.yaml:7:3: expect.v3: 'v3' is not a variant (debug, v1, v2) or 'all'",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true'}\nexpect:\n  all:\n"
     "    - {step: b, equals: 0}\n":
         "x.yaml:8:8: expect.all[0].step: no step 'b' (known: a)",

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxlrig.errors import CxlrigError
+
+if TYPE_CHECKING:
+    from cxlrig.images.variants import Variant
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,7 @@ class GuestImage:
     append: str = ""
 
 
-def guest_image(variant: str, kernel: Path | str | None = None, append: str = "", *,
+def guest_image(variant: str | Variant, kernel: Path | str | None = None, append: str = "", *,
                 progress: Callable[[str], None] | None = None) -> GuestImage:
     """The kernel of ``variant`` (built if missing) or the bzImage ``kernel``,
     with the initramfs (built if missing)."""

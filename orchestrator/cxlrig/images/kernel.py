@@ -34,23 +34,54 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal, get_args
+from typing import IO
 
 from cxlrig.errors import CxlrigError
 from cxlrig.files import write_atomic
 from cxlrig.images.cache import digest, toolchain_identity
-from cxlrig.paths import DATA_ROOT, cache_dir, require_data
+from cxlrig.images.variants import (
+    BASE_FRAGMENT,
+    DEBUG_FRAGMENT,
+    KERNEL_DIR,
+    PATCHES_DIR,
+    VARIANTS,
+    Patch,
+    UnknownVariantError,
+    Variant,
+    get_variant,
+    load_series,
+    resolve_variant,
+    split_patches,
+)
+from cxlrig.paths import cache_dir, require_data
 
 log = logging.getLogger(__name__)
 
-#: The kernel variants, the one list every scenario file and command is checked against.
-VariantName = Literal["v1", "v2", "debug"]
-VARIANTS: tuple[str, ...] = get_args(VariantName)
-
-KERNEL_DIR = DATA_ROOT / "guest" / "kernel"
-PATCHES_DIR = KERNEL_DIR / "patches"
-BASE_FRAGMENT = KERNEL_DIR / "config.fragment"
-DEBUG_FRAGMENT = KERNEL_DIR / "debug.fragment"
+# The variants live in cxlrig.images.variants; these names are part of this
+# module's interface too.
+__all__ = [
+    "BASE_FRAGMENT",
+    "DEBUG_FRAGMENT",
+    "DEFAULT_TARBALL",
+    "KERNEL_DIR",
+    "PATCHES_DIR",
+    "SYSCALL_PATCH",
+    "VARIANTS",
+    "KernelBuildError",
+    "UnknownVariantError",
+    "Variant",
+    "build_kernel",
+    "get_variant",
+    "kernel_path",
+    "load_series",
+    "merged_fragments",
+    "missing_options",
+    "parse_fragment",
+    "patch_paths",
+    "read_config",
+    "series_patches",
+    "syscall_number",
+]
 
 #: Debian's linux-source-6.12 package installs it here.
 DEFAULT_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
@@ -87,51 +118,9 @@ class KernelBuildError(CxlrigError):
         super().__init__("\n".join(parts))
 
 
-class UnknownVariantError(CxlrigError):
-    """A kernel variant name that is not in :data:`VARIANTS`."""
-
-    def __init__(self, variant: str) -> None:
-        self.variant = variant
-        super().__init__(f"unknown kernel variant {variant!r}; known: {', '.join(VARIANTS)}")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """What a variant is made of: a patch series and config fragments."""
-
-    name: str
-    series: str
-    fragments: tuple[Path, ...]
-
-    @property
-    def patches(self) -> tuple[Path, ...]:
-        return series_patches(self.series)
-
-
-# debug carries the latest series: its point is to run the code under test
-# with the VM's own consistency checks armed.
-_VARIANTS: Mapping[str, Variant] = {
-    "v1": Variant("v1", "v1", (BASE_FRAGMENT,)),
-    "v2": Variant("v2", "v2", (BASE_FRAGMENT,)),
-    "debug": Variant("debug", "v2", (BASE_FRAGMENT, DEBUG_FRAGMENT)),
-}
-
-
-def get_variant(name: str) -> Variant:
-    """The :class:`Variant` called ``name``."""
-    try:
-        return _VARIANTS[name]
-    except KeyError:
-        raise UnknownVariantError(name) from None
-
-
 def series_patches(series: str) -> tuple[Path, ...]:
-    """The patches of ``guest/kernel/patches/<series>/``, in order."""
-    directory = PATCHES_DIR / series
-    patches = tuple(sorted(directory.glob("*.patch")))
-    if not patches:
-        raise KernelBuildError(f"patch series {series!r} has no *.patch files in {directory}")
-    return patches
+    """The patch files of the shipped variant ``series``, in the order they apply."""
+    return get_variant(series).patches
 
 
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
@@ -304,13 +293,13 @@ def _cached_image(key: str) -> Path | None:
     return image if image.is_file() else None
 
 
-def kernel_path(variant_name: str, *, tarball: Path = DEFAULT_TARBALL) -> Path | None:
+def kernel_path(variant: str | Variant, *, tarball: Path = DEFAULT_TARBALL) -> Path | None:
     """The cached bzImage of a variant, or None if it has not been built.
 
     Never builds; raises :class:`KernelBuildError` only when the source tarball
     or gcc, both part of the cache key, are missing.
     """
-    v = get_variant(variant_name)
+    v = resolve_variant(variant)
     return _cached_image(_variant_key(v, _source(tarball), _gcc_version()))
 
 
@@ -453,23 +442,20 @@ def _apply_series(
 
     Returns the paths whose content changed.
     """
-    touched: list[str] = []
-    for patch in patches:
-        touched += [p for p in patch_paths(patch) if p not in touched]
-    managed = _manage(src, touched)
-
     with tempfile.TemporaryDirectory(dir=src.root, prefix=".series-") as scratch:
-        want_root = Path(scratch)
+        diffs = split_patches(tuple(patches), Path(scratch) / "mail")
+        touched: list[str] = []
+        for d in diffs:
+            touched += [p for p in patch_paths(d.diff) if p not in touched]
+        managed = _manage(src, touched)
+        want_root = Path(scratch) / "want"
+        want_root.mkdir()
         for path in touched:
             if (src.pristine / path).is_file():
                 (want_root / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src.pristine / path, want_root / path)
-        for patch in patches:
-            _run_or_fail(
-                ["patch", "-p1", "-s", "-f", "--no-backup-if-mismatch", "-i", str(patch)],
-                want_root,
-                f"series {label}: {patch.name} does not apply to the shipped sources",
-            )
+        for d in diffs:
+            _apply_one(want_root, d, label)
 
         changed = []
         for path in managed:
@@ -488,6 +474,34 @@ def _apply_series(
         log.info("series %s: rewrote %s", label, ", ".join(changed))
         _say(progress, f"series {label}: {len(changed)} file(s) changed")
     return changed
+
+
+_PATCHING = re.compile(r"^(?:patching|checking) file '?([^']+?)'?$")
+_HUNK_FAILED = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
+
+
+def _apply_one(root: Path, patch: Patch, label: str) -> None:
+    """Apply one diff as git am would: no fuzz (offsets are fine), or name the hunk."""
+    proc = subprocess.run(
+        ["patch", "-p1", "-F0", "-f", "--no-backup-if-mismatch", "-r", "-", "-i",
+         str(patch.diff)],
+        cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode == 0:
+        return
+    where: list[str] = []
+    current = "?"
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if m := _PATCHING.match(line):
+            current = m.group(1)
+        elif m := _HUNK_FAILED.match(line):
+            where.append(f"{current}: hunk #{m.group(1)} (at line {m.group(2)})")
+        elif "can't find file to patch" in line or "No file to patch" in line:
+            where.append(f"{current}: the file is not in the tree")
+    subject = f" ({patch.subject})" if patch.subject and patch.subject != patch.origin else ""
+    raise KernelBuildError(
+        f"series {label}: {patch.origin}{subject} does not apply to the shipped sources"
+        + (":\n  " + "\n  ".join(where) if where else ""),
+        tail=(proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:])
 
 
 # ---- configure and make ----------------------------------------------------------------
@@ -659,7 +673,7 @@ def _build_into(
 
 
 def build_kernel(
-    variant: str,
+    variant: str | Variant,
     *,
     tree: Path | None = None,
     jobs: int | None = None,
@@ -670,16 +684,17 @@ def build_kernel(
     """Return the path of a bzImage for ``variant``, building it if not cached.
 
     With ``tree``, build that kernel source tree as it is (no patches) with the
-    variant's config fragments instead. ``progress`` receives short lines, at
-    most about one a second. ``force`` rebuilds even on a cache hit.
+    variant's config fragments instead. ``variant`` is a built-in name or a
+    :class:`Variant` (a user's series, :func:`load_series`). ``progress``
+    receives short lines, at most about one a second. ``force`` rebuilds even
+    on a cache hit.
 
     ``System.map``, ``config`` and ``build.log`` sit next to the image. Raises
     :class:`KernelBuildError` (log path and tail in the message) when a step
-    fails, and :class:`UnknownVariantError` for a name not in :data:`VARIANTS`.
+    fails (a patch that does not apply: the patch and the hunk), and
+    :class:`UnknownVariantError` for a name not in :data:`VARIANTS`.
     """
-    v = _VARIANTS.get(variant)
-    if v is None:
-        raise UnknownVariantError(variant)
+    v = resolve_variant(variant)
     require_data("guest", "kernel")
     n_jobs = jobs if jobs is not None else _default_jobs()
     if n_jobs < 1:
@@ -699,7 +714,7 @@ def build_kernel(
         if not force and (hit := _cached_image(key)) is not None:
             return hit
         src = _prepare_source(source, progress)
-        _apply_series(src, v.patches, v.series, progress)
+        _apply_series(src, v.patches, v.name, progress)
         out = cache / f"out-{source.short}-{_config_id(v.fragments)}"
         return _build_into(
             _image_dir(key),

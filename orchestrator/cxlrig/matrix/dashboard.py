@@ -29,12 +29,14 @@ DASHBOARD_FILE = "dashboard.html"
 
 #: The verdict classes, the word each shows, and what the legend says of it.
 NOT_RUN = "notrun"
-WORDS = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip", NOT_RUN: "not run"}
+WORDS = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip",
+         "unjudged": "unjudged", NOT_RUN: "not run"}
 MEANING = {
     "pass": "every check held",
     "fail": "a check did not hold",
     "error": "the run could not complete",
     "skip": "the scenario does not apply",
+    "unjudged": "ran; no expectation for this kernel",
     NOT_RUN: "planned, not run yet",
 }
 
@@ -72,6 +74,7 @@ td.pass { background: var(--pass); color: white; }
 td.fail { background: var(--fail); color: white; }
 td.error { background: var(--error); color: white; }
 td.skip { background: var(--skip); color: #1f2328; }
+td.unjudged { background: #0969da; color: white; }
 td.notrun { background: white; color: var(--muted); border: 2px dashed #8c959f; }
 td.none { background: white; color: var(--line); border: 1px solid #eaeef2; }
 td.flaky { border: 4px solid transparent;
@@ -92,6 +95,7 @@ td.flaky { border: 4px solid transparent;
 .legend .swatch.pass { background: var(--pass); } .legend .swatch.fail { background: var(--fail); }
 .legend .swatch.error { background: var(--error); }
 .legend .swatch.skip { background: var(--skip); }
+.legend .swatch.unjudged, .trend i.unjudged { background: #0969da; }
 .legend .swatch.notrun { background: white; border: 2px dashed #8c959f; }
 .legend .swatch.flaky { border: 3px solid transparent;
     border-image: repeating-linear-gradient(45deg, #1f2328 0 4px, #ffd33d 4px 8px) 3; }

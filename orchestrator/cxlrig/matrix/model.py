@@ -23,7 +23,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cxlrig.errors import CheckFailed
-from cxlrig.images.kernel import VariantName
+from cxlrig.images.variants import VARIANTS
 from cxlrig.matrix.record import Cell
 from cxlrig.paths import DATA_ROOT
 from cxlrig.scenario.model import ScenarioError, ScenarioSpec, load_scenario
@@ -44,17 +44,21 @@ class VariantSpec(_Strict):
     #: The name cells and reports show.
     name: Label
     #: The built-in variant whose expectations apply (and that is built when
-    #: neither kernel nor tree is given).
-    like: VariantName
+    #: none of kernel, tree, series is given).
+    like: str
     #: A bzImage to boot instead of building.
     kernel: str | None = None
     #: A kernel tree to build with our config fragment (and the like variant's name).
     tree: str | None = None
+    #: A patch series (a directory of patches or an mbox) on the shipped sources.
+    series: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> VariantSpec:
-        if self.kernel is not None and self.tree is not None:
-            raise ValueError("a variant takes kernel or tree, not both")
+        given = [k for k in ("kernel", "tree", "series") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"a variant takes one of kernel, tree, series (has "
+                             f"{', '.join(given)})")
         return self
 
 
@@ -82,7 +86,7 @@ class MatrixSpec(_Strict):
     #: Topology names, files or globs.
     topologies: Annotated[list[str], Field(min_length=1)]
     #: Built-in variant names, or {name, like, kernel | tree}.
-    variants: Annotated[list[VariantName | VariantSpec], Field(min_length=1)] = ["v1", "v2"]
+    variants: Annotated[list[str | VariantSpec], Field(min_length=1)] = ["v1", "v2"]
     #: Scenario names, globs over names, files, or tag:NAME.
     scenarios: Annotated[list[str], Field(min_length=1)]
     #: Only the cells these rules match (after the cross product), if given.
@@ -215,11 +219,16 @@ def _plan(doc: Located, spec: MatrixSpec, path: Path) -> Plan:
         if v.name in seen:
             problems.append(doc.problem(("variants", i), f"variant '{v.name}' is listed twice"))
         seen.add(v.name)
-        for key in ("kernel", "tree"):
+        if v.like not in VARIANTS:
+            at: tuple[str | int, ...] = ("variants", i) if v.name == v.like and \
+                isinstance(spec.variants[i], str) else ("variants", i, "like")
+            problems.append(doc.problem(at, f"'{v.like}' is not a variant "
+                                        f"({', '.join(VARIANTS)})"))
+        for key in ("kernel", "tree", "series"):
             value = getattr(v, key)
             if value is not None and not (base / value).expanduser().exists():
-                problems.append(doc.problem(("variants", i, key), f"{value}: no such "
-                                            f"{'file' if key == 'kernel' else 'directory'}"))
+                what = "file" if key == "kernel" else "file or directory"
+                problems.append(doc.problem(("variants", i, key), f"{value}: no such {what}"))
     for key, rules in (("include", spec.include), ("exclude", spec.exclude)):
         for i, rule in enumerate(rules):
             for field_, known in (("scenario", scenarios), ("topology", topologies),

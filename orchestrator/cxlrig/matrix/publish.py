@@ -89,7 +89,7 @@ def as_results(run: MatrixRun, directory: Path) -> Results:
         runs.append(Run(
             scenario=f"{c.topology}.{c.scenario}", variant=c.variant, verdict=verdict,
             topology=c.topology, seconds=c.seconds, run_dir=c.results,
-            reason=c.reason if verdict is Verdict.SKIP else None,
+            reason=c.reason if verdict in (Verdict.SKIP, Verdict.UNJUDGED) else None,
             error=(c.outcome or c.reason or "did not run") if verdict is Verdict.ERROR
             else None,
             checks=tuple(Check(ok=k.ok, message=k.message) for k in c.checks),

@@ -90,22 +90,23 @@ def build_kernels(variants: Iterable[VariantSpec], base: Path,
                   progress: Callable[[str], None]) -> dict[str, Kernel]:
     """Each variant's bzImage (built when needed) and identity, before any cell runs."""
     from cxlrig.images.cache import digest
-    from cxlrig.images.kernel import build_kernel, get_variant
+    from cxlrig.images.kernel import build_kernel, get_variant, load_series
 
     kernels: dict[str, Kernel] = {}
     for v in variants:
-        builtin = get_variant(v.like)
-        patch_hash = digest([p.read_bytes() for p in builtin.patches])[:16]
-        config_hash = digest([f.read_bytes() for f in builtin.fragments])[:16]
+        made = load_series(base / v.series) if v.series is not None else get_variant(v.like)
+        patch_hash = digest([p.read_bytes() for p in made.patches])[:16]
+        config_hash = digest([f.read_bytes() for f in made.fragments])[:16]
         if v.kernel is not None:
             path = (base / v.kernel).expanduser().resolve()
             source, patch_hash, config_hash = str(path), "", ""
         else:
             tree = (base / v.tree).expanduser().resolve() if v.tree is not None else None
             progress(f"kernel {v.name}...")
-            path = build_kernel(v.like, tree=tree,
+            path = build_kernel(made, tree=tree,
                                 progress=functools.partial(_prefixed, progress, v.name))
-            source = str(tree) if tree is not None else "built-in"
+            source = str(tree) if tree is not None else \
+                str(made.origin) if made.origin is not None else "built-in"
         kernels[v.name] = Kernel(path, KernelId(
             label=v.name, like=v.like, image_hash=sha16(path), patch_hash=patch_hash,
             config_hash=config_hash, source=source))

@@ -61,6 +61,7 @@ pre { background: var(--head); border: 1px solid var(--line); padding: .5em .7em
          text-transform: uppercase; letter-spacing: .03em; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
 .badge.error { background: var(--error); } .badge.skip { background: #6e7781; }
+.badge.unjudged { background: #0969da; }
 .outcome { display: block; margin-top: .2em; }
 .actual { display: block; color: var(--muted); font-size: .9em; }
 tr.failed td { background: #ffebe9; }

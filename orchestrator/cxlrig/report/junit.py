@@ -79,6 +79,9 @@ def _testcase(run: Run) -> ET.Element:
         el.text = showable(run.error or "")
     elif run.verdict is Verdict.SKIP:
         ET.SubElement(case, "skipped", {"message": showable(run.reason or "")})
+    elif run.verdict is Verdict.UNJUDGED:
+        # JUnit knows no "ran, not judged": skipped, with what held as the message.
+        ET.SubElement(case, "skipped", {"message": showable(run.outcome)})
     steps = _steps_text(run)
     if steps:
         ET.SubElement(case, "system-out").text = showable(steps)
@@ -95,7 +98,7 @@ def to_element(results: Results) -> ET.Element:
             "tests": str(len(runs)),
             "failures": str(sum(r.verdict is Verdict.FAIL for r in runs)),
             "errors": str(sum(r.verdict is Verdict.ERROR for r in runs)),
-            "skipped": str(sum(r.verdict is Verdict.SKIP for r in runs)),
+            "skipped": str(sum(r.verdict in (Verdict.SKIP, Verdict.UNJUDGED) for r in runs)),
             "time": _seconds(sum(r.seconds or 0.0 for r in runs)),
         })
         if results.started:
@@ -105,7 +108,7 @@ def to_element(results: Results) -> ET.Element:
     root.set("tests", str(len(results.runs)))
     root.set("failures", str(results.count(Verdict.FAIL)))
     root.set("errors", str(results.count(Verdict.ERROR)))
-    root.set("skipped", str(results.count(Verdict.SKIP)))
+    root.set("skipped", str(results.count(Verdict.SKIP) + results.count(Verdict.UNJUDGED)))
     root.set("time", _seconds(sum(r.seconds or 0.0 for r in results.runs)))
     return root
 

@@ -13,7 +13,8 @@ from cxlrig.results.model import Results, Run, Verdict
 log = logging.getLogger(__name__)
 
 VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red",
-                 Verdict.ERROR: "bold yellow", Verdict.SKIP: "dim"}
+                 Verdict.ERROR: "bold yellow", Verdict.SKIP: "dim",
+                 Verdict.UNJUDGED: "bold blue"}
 
 #: A cell's outcome is cut to this many characters: the HTML report has the rest.
 OUTCOME_CHARS = 60

@@ -48,6 +48,10 @@ class Verdict(enum.StrEnum):
     ERROR = "error"
     #: Not run, for the ``reason`` given (the scenario does not apply).
     SKIP = "skip"
+    #: Ran on a kernel no expectation was written for (a user's series with
+    #: no ``like``): the checks say what it did, as each variant would be
+    #: judged, and the ``reason`` sums them up. Neither pass nor fail.
+    UNJUDGED = "unjudged"
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,11 @@ class Run:
     error_step: str | None = None
     #: With an error: the file in the run directory holding the traceback.
     traceback: str | None = None
-    #: With skip: why the scenario was not run.
+    #: With skip: why the scenario was not run; with unjudged: what held.
     reason: str | None = None
+    #: The variant whose expectations judged this run, when not ``variant``
+    #: itself (a user's kernel declared ``like: v1``).
+    judged_as: str | None = None
     #: From QEMU's start to the guest's shell prompt, and then to CXL memory
     #: online; None when the machine never got that far.
     boot_seconds: float | None = None
@@ -180,6 +187,8 @@ class Run:
             return first[0] if first else "could not complete"
         if self.verdict is Verdict.SKIP:
             return f"skipped: {self.reason}" if self.reason else "skipped"
+        if self.verdict is Verdict.UNJUDGED:
+            return self.reason or "no expectation for this variant"
         failed = self.failed_checks
         if self.verdict is Verdict.FAIL:
             if not failed:
@@ -235,8 +244,8 @@ class Results(ResultsFile):
 
     @property
     def exit_code(self) -> int:
-        """The house convention: 0 all passed (skips included), 1 a check failed,
-        2 a run could not complete."""
+        """The house convention: 0 all passed (skips and unjudged runs included),
+        1 a check failed, 2 a run could not complete."""
         if self.count(Verdict.ERROR):
             return 2
         return 1 if self.count(Verdict.FAIL) else 0
@@ -478,6 +487,7 @@ def _run(r: _Reader, o: Mapping[str, Any], where: str) -> Run | None:
         error_step=r.get(o, "error_step", where, str, None),
         traceback=_relative(r, o, "traceback", where),
         reason=r.get(o, "reason", where, str, None),
+        judged_as=r.get(o, "judged_as", where, str, None),
         boot_seconds=r.get(o, "boot_seconds", where, float, None),
         bring_up_seconds=r.get(o, "bring_up_seconds", where, float, None),
         steps=r.objects(o, "steps", where, lambda v, w: _step(r, v, w)),

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cxlrig.errors import CheckFailed
-from cxlrig.images.kernel import VARIANTS, VariantName
+from cxlrig.images.variants import VARIANTS
 from cxlrig.topology.model import Topology
 from cxlrig.topology.validate import shape_problems
 from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, read_located
@@ -76,7 +76,7 @@ class StepSpec(_Strict):
     workload: str | None = None
     #: Repeat the step for each value, with ${VAR} substituted.
     foreach: dict[str, list[int | str]] | None = None
-    variants: list[VariantName] | None = None
+    variants: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> StepSpec:
@@ -201,7 +201,8 @@ class ScenarioSpec(_Strict):
     #: step touches first land there (``${dram_node}``) on topologies with
     #: CPUs on several nodes too; false leaves the scheduler free.
     on_dram_node: bool = True
-    variants: Annotated[list[VariantName], Field(min_length=1)] = ["v1", "v2"]
+    #: The shipped variants (guest/kernel/patches/*) the scenario is written for.
+    variants: Annotated[list[str], Field(min_length=1)] = ["v1", "v2"]
     plugin: PluginSpec | None = None
     append: str = ""
     predicted: dict[str, str] = {}
@@ -282,6 +283,16 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
                 known = ", ".join(ids) or "no step has an id"
                 problems.append(doc.problem(("expect", key, j, "step"),
                                             f"no step '{ex.step}' (known: {known})"))
+    for j, name in enumerate(spec.variants):
+        if name not in VARIANTS:
+            problems.append(doc.problem(("variants", j), f"'{name}' is not a variant "
+                                        f"({', '.join(VARIANTS)})"))
+    for i, st in enumerate(spec.steps):
+        for j, name in enumerate(st.variants or []):
+            if name not in spec.variants:
+                problems.append(doc.problem(("steps", i, "variants", j), f"'{name}' is not "
+                                            f"among this scenario's variants "
+                                            f"({', '.join(spec.variants)})"))
     for key in spec.expect:
         if key not in (*VARIANTS, "all"):
             problems.append(doc.problem(("expect", key), f"'{key}' is not a variant "

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
+from cxlrig.images.variants import Variant
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.paths import DATA_ROOT
 from cxlrig.qemu.args import Plugin
@@ -321,8 +322,12 @@ def _save_traceback(run_path: Path, exc: BaseException) -> str | None:
 
 def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_dir: Path, *,
                  topology: str | None = None, accel: str = "tcg",
-                 hooks_factory: HooksFactory | None = None) -> Run:
+                 hooks_factory: HooksFactory | None = None, judge_as: str | None = "") -> Run:
     """Boot, run the steps, judge.
+
+    ``judge_as`` names the variant whose steps and expectations apply: by
+    default ``variant`` itself; None for a kernel nobody wrote expectations
+    for, whose run evaluates every variant's checks and ends ``unjudged``.
 
     Never raises for anything the scenario or the machine did: a failed
     expectation is ``fail``; anything that stopped the run (a boot that did
@@ -338,6 +343,8 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
     checks: list[Check] = []
     plugin: PluginData | None = None
     verdict, error, error_step, tb = Verdict.ERROR, None, None, None
+    like: str | None = variant if judge_as == "" else judge_as
+    unjudged_reason: str | None = None
     boot_s: float | None = None
     bring_up_s: float | None = None
     start = time.monotonic()
@@ -360,14 +367,18 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                     ctx.vars[f"region_name_{reg.id}"] = reg.name
                 if session:
                     session.attach(guest)
-                run_steps(spec, variant, guest, ctx, steps, measurements,
+                run_steps(spec, like or "", guest, ctx, steps, measurements,
                           session.hooks() if session else {}, run_path / "steps.jsonl")
         finally:
             if session:
                 plugin = session.summary()
-        expectations = [*spec.expect.get("all", []), *spec.expect.get(variant, [])]
-        checks = [check(ex, ctx) for ex in expectations]
-        verdict = Verdict.PASS if all(c.ok for c in checks) else Verdict.FAIL
+        if like is not None:
+            expectations = [*spec.expect.get("all", []), *spec.expect.get(like, [])]
+            checks = [check(ex, ctx) for ex in expectations]
+            verdict = Verdict.PASS if all(c.ok for c in checks) else Verdict.FAIL
+        else:
+            checks, unjudged_reason = _every_variants_checks(spec, ctx)
+            verdict = Verdict.UNJUDGED
     except Exception as exc:
         error = str(exc) if isinstance(exc, CxlrigError) else \
             f"internal error: {type(exc).__name__}: {exc}"
@@ -376,11 +387,26 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
         log.warning("%s on %s could not complete: %s", spec.name, variant, error)
     return Run(scenario=spec.name, variant=variant, verdict=verdict, title=spec.title,
                point=spec.point, reviewers=tuple(spec.reviewers), topology=topo_name,
-               predicted=spec.predicted.get(variant, ""), seconds=time.monotonic() - start,
+               predicted=spec.predicted.get(like or "", ""), seconds=time.monotonic() - start,
+               judged_as=like if like != variant else None,
+               reason=unjudged_reason if verdict is Verdict.UNJUDGED else None,
                run_dir=run_path.name, error=error, error_step=error_step, traceback=tb,
                boot_seconds=boot_s, bring_up_seconds=bring_up_s,
                steps=tuple(steps), checks=tuple(checks), measurements=tuple(measurements),
                plugin=plugin)
+
+
+def _every_variants_checks(spec: ScenarioSpec, ctx: Context) -> tuple[list[Check], str]:
+    """Every expectation of every variant, as what this kernel did; and a summary."""
+    common = [check(ex, ctx) for ex in spec.expect.get("all", [])]
+    checks = list(common)
+    held = []
+    for name in spec.variants:
+        own = [check(ex, ctx) for ex in spec.expect.get(name, [])]
+        checks += [replace(c, message=f"[as {name}] {c.message}") for c in own]
+        ok = sum(c.ok for c in [*common, *own])
+        held.append(f"as {name} {ok} of {len(common) + len(own)} checks hold")
+    return checks, "no expectation for this variant; " + ", ".join(held)
 
 
 def last_json_object(stdout: str) -> Any:
@@ -426,32 +452,41 @@ def _errored(spec: ScenarioSpec, variant: str, topology: str | None, error: str,
 
 def run_suite(specs: Sequence[ScenarioSpec], results_dir: Path, *,
               variants: Sequence[str] | None = None, topology: str | None = None,
-              image_for: Callable[[str], GuestImage],
+              image_for: Callable[[str | Variant], GuestImage],
               hooks_factory: HooksFactory | None = None,
-              progress: SuiteProgress | None = None) -> Results:
+              progress: SuiteProgress | None = None,
+              series: Sequence[Variant] = ()) -> Results:
     """Run every scenario on each of its variants (or those of ``variants`` it has).
 
-    ``image_for(variant)`` builds or finds the guest image; a variant whose
-    image cannot be had makes each of its runs ``error``. A variant asked
-    for that a scenario does not list is a ``skip`` with the reason.
-    ``results.json`` is rewritten after every run, and written whole even
-    when an interrupt ends the suite (the interrupted run is an ``error``).
+    ``series`` are users' kernels: each runs every scenario, judged as its
+    declaration says (:meth:`Variant.judge_as`), or unjudged; with series and
+    no ``variants``, only the series run. ``image_for(variant)`` builds or
+    finds the guest image; a variant whose image cannot be had makes each of
+    its runs ``error``. A variant asked for that a scenario does not list is a
+    ``skip`` with the reason. ``results.json`` is rewritten after every run,
+    and written whole even when an interrupt ends the suite (the interrupted
+    run is an ``error``).
     """
     progress = progress or SuiteProgress()
     writer = ResultsWriter(results_dir)
     images: dict[str, GuestImage | str] = {}
     try:
         for spec in specs:
-            for variant in variants or spec.variants:
-                if variant not in spec.variants:
-                    run = _skipped(spec, variant, topology, f"the scenario lists only "
+            kernels: list[str | Variant] = [*(variants or ([] if series else spec.variants)),
+                                           *series]
+            for kernel in kernels:
+                variant = kernel if isinstance(kernel, str) else kernel.name
+                judge = kernel if isinstance(kernel, str) else kernel.judge_as(spec.name)
+                if judge is not None and judge not in spec.variants:
+                    as_ = "" if judge == variant else f"judged as {judge}, and "
+                    run = _skipped(spec, variant, topology, f"{as_}the scenario lists only "
                                    f"{', '.join(spec.variants)}")
                     writer.add(run)
                     progress.finished(run)
                     continue
                 if variant not in images:
                     try:
-                        images[variant] = image_for(variant)
+                        images[variant] = image_for(kernel)
                     except CxlrigError as exc:
                         images[variant] = f"no guest image for {variant}: {exc}"
                 image = images[variant]
@@ -460,7 +495,7 @@ def run_suite(specs: Sequence[ScenarioSpec], results_dir: Path, *,
                 try:
                     run = _errored(spec, variant, topology, image) if isinstance(image, str) \
                         else run_scenario(spec, variant, image, results_dir, topology=topology,
-                                          hooks_factory=hooks_factory)
+                                          hooks_factory=hooks_factory, judge_as=judge)
                 except BaseException:
                     writer.add(_errored(spec, variant, topology, "interrupted",
                                         time.monotonic() - start))
