@@ -28,7 +28,8 @@ from pathlib import Path
 
 
 def note_worker(module):
-    (Path(os.environ["WORKER_NOTES"]) / module).write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "none")
+    (Path(os.environ["WORKER_NOTES"]) / module).write_text(worker)
 '''
 
 SHARED = '''

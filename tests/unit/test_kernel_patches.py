@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cxlrig.images import kernel
 from cxlrig.images.kernel import (
     KERNEL_DIR,
     SYSCALL_PATCH,
+    VARIANTS,
     KernelBuildError,
     _apply_series,
     _SourceTree,
@@ -27,6 +29,13 @@ from cxlrig.images.kernel import (
     patch_paths,
     series_patches,
     syscall_number,
+)
+from cxlrig.images.variants import (
+    UnknownVariantError,
+    VariantFileError,
+    get_variant,
+    load_series,
+    split_patches,
 )
 
 SERIES = ("v1", "v2")
@@ -338,3 +347,145 @@ def test_switching_series_rewrites_only_what_differs(shipped: Path, tmp_path: Pa
     makefile = "tools/testing/selftests/mm/Makefile"
     assert (src.tree / makefile).read_bytes() == (shipped / makefile).read_bytes()
     assert table.stat().st_mtime_ns == table_mtime
+
+
+# ---- variants as data: users' series, mboxes, declarations --------------------------------
+
+
+def _fresh_tree(shipped: Path, root: Path) -> _SourceTree:
+    src = _SourceTree(root)
+    _copy_shipped(shipped, src.tree, sorted({p for s in SERIES for p in _touched(s)}))
+    src.pristine.mkdir(parents=True)
+    src.managed_list.write_text("")
+    return src
+
+
+def _tree_files(src: _SourceTree, paths: list[str]) -> dict[str, bytes]:
+    return {p: (src.tree / p).read_bytes() for p in paths if (src.tree / p).is_file()}
+
+
+def test_the_shipped_variants_are_the_patch_directories() -> None:
+    assert VARIANTS == ("debug", "v1", "v2")
+    debug, v2 = get_variant("debug"), get_variant("v2")
+    assert debug.patches == v2.patches
+    assert debug.fragments == (kernel.BASE_FRAGMENT, kernel.DEBUG_FRAGMENT)
+    assert v2.fragments == (kernel.BASE_FRAGMENT,)
+    assert [v.judge_as("any") for v in (debug, v2)] == ["debug", "v2"]
+    with pytest.raises(UnknownVariantError, match="known: debug, v1, v2"):
+        get_variant("v3")
+
+
+def test_an_mbox_applies_as_the_patch_files_do(shipped: Path, tmp_path: Path) -> None:
+    """format-patch --stdout output: one file, every patch of the series in it."""
+    mbox = tmp_path / "v2-again.mbox"
+    mbox.write_bytes(b"".join(p.read_bytes() for p in series_patches("v2")))
+    by_files = _fresh_tree(shipped, tmp_path / "a")
+    by_mbox = _fresh_tree(shipped, tmp_path / "b")
+    _apply_series(by_files, series_patches("v2"), "v2", None)
+    _apply_series(by_mbox, (mbox,), "v2-again", None)
+    paths = _touched("v2")
+    assert _tree_files(by_mbox, paths) == _tree_files(by_files, paths)
+    assert "capable(CAP_SYS_ADMIN)" in (by_mbox.tree / "mm/migrate.c").read_text()
+
+
+def test_a_mail_archive_mbox_decodes_and_skips_the_cover_letter(shipped: Path,
+                                                                 tmp_path: Path) -> None:
+    """As a list archive serves a thread: a cover letter, patches quoted-printable."""
+    import email
+    import email.policy
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    out = BytesIO()
+    cover = email.message.EmailMessage()
+    cover["From"], cover["Subject"] = "A <a@example.org>", "[PATCH 0/2] move_phys_pages"
+    cover.set_content("Two patches.\n")
+    messages = [cover]
+    for patch in series_patches("v1"):
+        msg = email.message_from_bytes(patch.read_bytes(), policy=email.policy.default)
+        body = msg.get_content()
+        qp = email.message.EmailMessage()
+        qp["From"], qp["Subject"] = msg["From"], msg["Subject"]
+        qp.set_content(body, cte="quoted-printable")
+        messages.append(qp)
+    for msg in messages:
+        out.write(b"From mboxrd@z Thu Jan  1 00:00:00 1970\n")
+        BytesGenerator(out, policy=email.policy.SMTP.clone(linesep="\n")).flatten(msg)
+        out.write(b"\n")
+    mbox = tmp_path / "thread.mbox"
+    mbox.write_bytes(out.getvalue())
+    assert b"=3D" in mbox.read_bytes() or b"=\n" in mbox.read_bytes()  # really encoded
+
+    diffs = split_patches((mbox,), tmp_path / "split")
+    assert [d.subject for d in diffs] == [
+        "mm/migrate: add move_phys_pages() to migrate pages by physical address",
+        "syscalls: wire up move_phys_pages"]
+    by_files = _fresh_tree(shipped, tmp_path / "a")
+    by_mbox = _fresh_tree(shipped, tmp_path / "b")
+    _apply_series(by_files, series_patches("v1"), "v1", None)
+    _apply_series(by_mbox, (mbox,), "thread", None)
+    assert _tree_files(by_mbox, _touched("v1")) == _tree_files(by_files, _touched("v1"))
+
+
+def test_a_series_that_does_not_apply_names_the_patch_and_the_hunk(shipped: Path,
+                                                                   tmp_path: Path) -> None:
+    first = series_patches("v1")[0]
+    text = first.read_text()
+    # A context line of the first mm/migrate.c hunk that the tree does not have.
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, ln in enumerate(lines) if ln == "+++ b/mm/migrate.c\n")
+    ctx = next(i for i in range(start, len(lines)) if lines[i].startswith(" ")
+               and lines[i].strip())
+    lines[ctx] = " this line is not in mm/migrate.c\n"
+    bad = tmp_path / first.name
+    bad.write_text("".join(lines))
+    with pytest.raises(KernelBuildError) as info:
+        _apply_series(_fresh_tree(shipped, tmp_path / "t"), (bad, series_patches("v1")[1]),
+                      "mine", None)
+    msg = str(info.value)
+    assert f"series mine: {first.name} (mm/migrate: add move_phys_pages()" in msg, msg
+    assert re.search(r"mm/migrate\.c: hunk #1 \(at line \d+\)", msg), msg
+
+
+def test_a_users_series_declares_how_to_judge_it(tmp_path: Path) -> None:
+    series = tmp_path / "nocap"
+    series.mkdir()
+    for p in series_patches("v2"):
+        if "CAP_SYS_ADMIN" not in p.name:
+            shutil.copy(p, series / p.name)
+    v = load_series(series)
+    assert (v.name, v.like, v.origin) == ("nocap", None, series)
+    assert [p.name[:4] for p in v.patches] == ["0001", "0002", "0004", "0005"]
+    assert v.judge_as("unprivileged-caller") is None
+
+    (series / "variant.yaml").write_text("like: v1\nscenarios:\n  thp: v2\n  ksm: null\n")
+    v = load_series(series)
+    assert [v.judge_as(s) for s in ("unprivileged-caller", "thp", "ksm")] == ["v1", "v2", None]
+
+    (series / "variant.yaml").write_text("like: v1\nscenarios:\n  thp: v9\n")
+    with pytest.raises(VariantFileError) as info:
+        load_series(series)
+    assert str(info.value) == (f"{series}/variant.yaml:3:3: scenarios.thp: 'v9' is not a "
+                               "variant to judge by (debug, v1, v2)")
+    (series / "variant.yaml").write_text("like: v1\nfragment: [x]\n")
+    with pytest.raises(VariantFileError, match=r"variant.yaml:2:1: fragment: "):
+        load_series(series)
+
+
+def test_an_mbox_series_and_its_declaration(tmp_path: Path) -> None:
+    mbox = tmp_path / "rfc-v3.mbox"
+    mbox.write_bytes(b"".join(p.read_bytes() for p in series_patches("v1")))
+    (tmp_path / "rfc-v3.variant.yaml").write_text("like: v1\n")
+    v = load_series(mbox)
+    assert (v.name, v.like, v.patches) == ("rfc-v3", "v1", (mbox,))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: d / "missing", "no such file or directory"),
+    (lambda d: (d / "v2").mkdir() or d / "v2", "'v2' is the name of a built-in variant"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "has no *.patch or *.mbox files"),
+])
+def test_a_series_that_cannot_be_used_says_why(make: Callable[[Path], Path], message: str,
+                                               tmp_path: Path) -> None:
+    with pytest.raises(VariantFileError, match=re.escape(message)):
+        load_series(make(tmp_path))

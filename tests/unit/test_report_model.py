@@ -151,7 +151,8 @@ def test_missing_required_keys_are_all_named_with_the_file(tmp_path: Path) -> No
     (lambda d: d.pop("version"), "version: required key is missing"),
     (lambda d: d.__setitem__("runs", {}), "runs: expected a list, got an object {}"),
     (lambda d: d["runs"][0].__setitem__("verdict", "flaky"),
-     "runs[0].verdict: unknown verdict 'flaky' (expected one of pass, fail, error, skip, unjudged)"),
+     "runs[0].verdict: unknown verdict 'flaky' "
+     "(expected one of pass, fail, error, skip, unjudged)"),
     (lambda d: d["runs"][0].__setitem__("seconds", "12"),
      'runs[0].seconds: expected a number, got a string "12"'),
     (lambda d: d["runs"][0]["steps"][0].__setitem__("status", True),
