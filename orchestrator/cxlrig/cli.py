@@ -186,13 +186,16 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image(variant: str | Variant, kernel: str | None, append: str = "") -> GuestImage:
-    """The guest image, with a spinner while a kernel builds."""
+def _image(variant: str | Variant, kernel: str | None, append: str = "",
+           add: Sequence[str] = ()) -> GuestImage:
+    """The guest image (with the files of --add), with a spinner while a kernel builds."""
     from cxlrig.images import guest_image
+    from cxlrig.images.overlay import GuestFile
 
+    files = [GuestFile.parse(a) for a in add]
     name = variant if isinstance(variant, str) else variant.name
     with err.status(f"kernel {name}...") as status:
-        return guest_image(variant, kernel, append, progress=_progress(status))
+        return guest_image(variant, kernel, append, progress=_progress(status), add=files)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -202,7 +205,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from cxlrig.topology import load
 
     topo = load(args.file)
-    image = _image(_variant(args), args.kernel, args.append)
+    image = _image(_variant(args), args.kernel, args.append, args.add or ())
     choice = resolve_accel(args.accel or topo.accel, image.kernel)
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
@@ -281,7 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress = Progress(status)
         series = [load_series(s) for s in args.series or []]
         results = run_suite(specs, results_dir, variants=args.variant, topology=args.topology,
-                            image_for=lambda v: _image(v, args.kernel), series=series,
+                            image_for=lambda v: _image(v, args.kernel, add=args.add or ()),
+                            series=series,
                             hooks_factory=PluginSession.for_scenario, progress=progress)
     _report(results_dir)
     return results.exit_code
@@ -554,6 +558,10 @@ SERIES_HELP = ("a patch series on the shipped sources: a directory of *.patch/*.
                "(variant.yaml says how to judge it) or one mbox file")
 
 
+ADD_HELP = ("put a host file or directory into the guest (default at /opt/NAME; a "
+            "dynamic binary brings its libraries); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cxlrig.images.kernel import VARIANTS
 
@@ -616,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exec", metavar="CMD", help="run CMD in the guest; its status is ours")
     sp.add_argument("--user", action="store_true", help="run CMD as the unprivileged user")
     sp.add_argument("--append", default="", help="extra kernel command line")
+    sp.add_argument("--add", action="append", metavar="HOST[:GUEST]", help=ADD_HELP)
     sp.add_argument("--plugin", action="store_true",
                     help="count memory accesses with the plugin (TCG); see 'cxlrig report'")
     sp.add_argument("--plugin-sample", type=positive_int, metavar="N",
@@ -632,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=SERIES_HELP + " (repeatable; with no --variant only the series run)")
     sp.add_argument("--topology", help="run on this topology instead of the scenario's")
     sp.add_argument("--kernel", help="boot this bzImage for every variant")
+    sp.add_argument("--add", action="append", metavar="HOST[:GUEST]", help=ADD_HELP)
     sp.add_argument("--results", help="results directory (default: a new one under runs/)")
 
     sp = add("report", cmd_report, "re-render a results directory, or show a run's plugin data")

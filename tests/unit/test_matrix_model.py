@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cxlrig.cli import main
-from cxlrig.matrix.model import load_matrix, parse_shard, shard_cells
+from cxlrig.matrix.model import MatrixError, load_matrix, parse_shard, shard_cells
 from cxlrig.matrix.record import Cell
 from cxlrig.scenario.model import load_scenario
 from cxlrig.topology import load
@@ -68,7 +68,7 @@ def _matrix(tmp_path: Path, body: str) -> Path:
 @pytest.mark.parametrize(("body", "message"), [
     ("name: m\ntopologies: [default]\nscenarios: [bring-up]\nretry: 2\n",
      "m.yaml:4:1: retry: unknown key (allowed here: name, description, topologies, "
-     "variants, scenarios, include, exclude, retries, timeout)"),
+     "variants, scenarios, include, exclude, retries, timeout, files)"),
     ("name: m\ntopologies: [nosuch]\nscenarios: [bring-up]\n",
      "m.yaml:2:14: topologies[0]: 'nosuch' names no topology file"),
     ("name: m\ntopologies: [default]\nscenarios: [tag:nosuch]\n",
@@ -139,3 +139,16 @@ def test_shards_partition_the_cells(total: int, count: int) -> None:
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1
     assert shards == [shard_cells(cells, i, count) for i in range(1, count + 1)]
+
+
+def test_matrix_files_are_relative_to_the_matrix(tmp_path: Path) -> None:
+    (tmp_path / "t.sh").write_text("#!/bin/sh\n")
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\ntopologies: [default]\nscenarios: [bring-up]\n"
+                    "files: [t.sh, 'gone:/opt/g']\n")
+    with pytest.raises(MatrixError) as exc:
+        load_matrix(path)
+    assert str(exc.value).endswith(f"m.yaml:4:15: files[1]: {tmp_path}/gone: "
+                                   "no such file or directory"), str(exc.value)
+    path.write_text("name: m\ntopologies: [default]\nscenarios: [bring-up]\nfiles: [t.sh]\n")
+    assert load_matrix(path).spec.files == [f"{tmp_path}/t.sh:/opt/t.sh"]

@@ -3,7 +3,7 @@ guest programs, each cached by the hash of what went into it (``cache``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cxlrig.errors import CxlrigError
 
 if TYPE_CHECKING:
+    from cxlrig.images.overlay import GuestFile
     from cxlrig.images.variants import Variant
 
 
@@ -24,11 +25,13 @@ class GuestImage:
 
 
 def guest_image(variant: str | Variant, kernel: Path | str | None = None, append: str = "", *,
-                progress: Callable[[str], None] | None = None) -> GuestImage:
+                progress: Callable[[str], None] | None = None,
+                add: Sequence[GuestFile] = ()) -> GuestImage:
     """The kernel of ``variant`` (built if missing) or the bzImage ``kernel``,
-    with the initramfs (built if missing)."""
+    with the initramfs (built if missing) and the files ``add`` in it."""
     from cxlrig.images.initramfs import build_initramfs
     from cxlrig.images.kernel import build_kernel
+    from cxlrig.images.overlay import with_files
 
     if kernel is not None:
         path = Path(kernel)
@@ -36,4 +39,4 @@ def guest_image(variant: str | Variant, kernel: Path | str | None = None, append
             raise CxlrigError(f"--kernel {kernel}: no such file")
     else:
         path = build_kernel(variant, progress=progress)
-    return GuestImage(path, build_initramfs(), append)
+    return GuestImage(path, with_files(build_initramfs(), add), append)

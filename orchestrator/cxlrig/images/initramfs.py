@@ -54,7 +54,7 @@ def _which(tool: str) -> Path:
     return found
 
 
-def _libraries(binary: Path) -> list[Path]:
+def host_libraries(binary: Path) -> list[Path]:
     """The shared objects ``binary`` loads, the dynamic loader included."""
     res = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -98,11 +98,11 @@ def stage(root: Path) -> None:
     for tool in DYNAMIC_TOOLS:
         binary = _which(tool)
         _copy(binary, root / "usr" / "bin" / tool, 0o755)
-        for lib in _libraries(binary):
+        for lib in host_libraries(binary):
             _copy(lib, root / str(lib).lstrip("/"), 0o755)
 
 
-def _tree_hash(root: Path) -> str:
+def tree_hash(root: Path) -> str:
     parts: list[str | bytes] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -123,7 +123,7 @@ def build_initramfs(force: bool = False) -> Path:
     with tempfile.TemporaryDirectory(prefix="cxlrig-initramfs-") as tmp:
         root = Path(tmp) / "root"
         stage(root)
-        key = _tree_hash(root)
+        key = tree_hash(root)
         image = out_dir / f"{key}.cpio.gz"
         if image.exists() and not force:
             log.debug("initramfs cache hit: %s", image)

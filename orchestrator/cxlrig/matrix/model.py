@@ -97,6 +97,9 @@ class MatrixSpec(_Strict):
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     #: Seconds a cell may take (boot, steps, shutdown) before it is stopped as error.
     timeout: Annotated[float, Field(gt=0, le=86400)] = 1800
+    #: Host files put into every cell's guest, ``HOST[:GUEST]`` as with --add
+    #: (HOST relative to the matrix file).
+    files: list[str] = []
 
     def variant_specs(self) -> list[VariantSpec]:
         return [v if isinstance(v, VariantSpec) else VariantSpec(name=v, like=v)
@@ -229,6 +232,11 @@ def _plan(doc: Located, spec: MatrixSpec, path: Path) -> Plan:
             if value is not None and not (base / value).expanduser().exists():
                 what = "file" if key == "kernel" else "file or directory"
                 problems.append(doc.problem(("variants", i, key), f"{value}: no such {what}"))
+    from cxlrig.images.overlay import resolve_all
+
+    added, bad = resolve_all(spec.files, base)
+    problems += [doc.problem(("files", i), why) for i, why in bad]
+    spec = spec.model_copy(update={"files": added})
     for key, rules in (("include", spec.include), ("exclude", spec.exclude)):
         for i, rule in enumerate(rules):
             for field_, known in (("scenario", scenarios), ("topology", topologies),

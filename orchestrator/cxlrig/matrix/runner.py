@@ -213,6 +213,8 @@ class CellRunner:
         argv = [sys.executable, "-m", "cxlrig.cli", "run", cell.scenario_file,
                 "--topology", cell.topology_file, "--variant", like,
                 "--kernel", str(kernel.path), "--results", str(out)]
+        for f in self.plan.spec.files:
+            argv += ["--add", f]
         here.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         status: int | None = None

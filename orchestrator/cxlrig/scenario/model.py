@@ -194,7 +194,8 @@ class ScenarioSpec(_Strict):
     reviewers: list[str] = []
     #: Free words a matrix can select scenarios by (``tag:NAME``).
     tags: list[Ident] = []
-    #: The topology ``cxlrig run`` uses when none is given.
+    #: The topology ``cxlrig run`` uses when none is given: a file next to the
+    #: scenario (``NAME`` or ``NAME.yaml``) first, then a shipped one.
     topology: str = "default"
     requires: RequiresSpec = RequiresSpec()
     #: Run commands on the CPUs of the first DRAM node, so that the pages a
@@ -206,6 +207,9 @@ class ScenarioSpec(_Strict):
     plugin: PluginSpec | None = None
     append: str = ""
     predicted: dict[str, str] = {}
+    #: Host files put into the guest, ``HOST[:GUEST]`` (HOST relative to the
+    #: scenario file; GUEST default /opt/NAME). After loading, HOST is absolute.
+    files: list[str] = []
     steps: Annotated[list[StepSpec], Field(min_length=1)]
     expect: dict[str, list[ExpectSpec]] = {}
 
@@ -236,9 +240,29 @@ def load_scenario(path: str | FsPath) -> tuple[ScenarioSpec, Located]:
     except ValidationError as exc:
         raise ScenarioError(shape_problems(doc, exc, ScenarioSpec)) from None
     problems = _check_refs(doc, spec)
+    spec, found = _resolve_paths(doc, spec, FsPath(path).resolve().parent)
+    problems += found
     if problems:
         raise ScenarioError(problems)
     return spec, doc
+
+
+def _resolve_paths(doc: Located, spec: ScenarioSpec,
+                   here: FsPath) -> tuple[ScenarioSpec, list[Problem]]:
+    """Files and the topology named relative to the scenario file, made absolute."""
+    from cxlrig.images.overlay import resolve_all
+    from cxlrig.paths import DATA_ROOT
+
+    files, bad = resolve_all(spec.files, here)
+    problems = [doc.problem(("files", i), why) for i, why in bad]
+    topology = spec.topology
+    name = topology if topology.endswith(".yaml") else f"{topology}.yaml"
+    if (here / name).is_file():
+        topology = str(here / name)
+    elif not (DATA_ROOT / "topologies" / name).is_file() and not FsPath(topology).is_file():
+        problems.append(doc.problem(("topology",), f"'{topology}' is neither next to the "
+                                    f"scenario ({here / name}) nor a shipped topology"))
+    return spec.model_copy(update={"files": files, "topology": topology}), problems
 
 
 def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:

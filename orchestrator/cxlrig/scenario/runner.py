@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
+from cxlrig.images.overlay import GuestFile, with_files
 from cxlrig.images.variants import Variant
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.paths import DATA_ROOT
@@ -356,7 +357,8 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                             f"topology {topo.name} does not apply: {'; '.join(lacks)}")
         ctx = Context(topo, variant, spec.on_dram_node)
         session = hooks_factory(spec, topo, run_path) if hooks_factory else None
-        full = GuestImage(image.kernel, image.initrd, f"{image.append} {spec.append}".strip())
+        initrd = with_files(image.initrd, [GuestFile.parse(f) for f in spec.files])
+        full = GuestImage(image.kernel, initrd, f"{image.append} {spec.append}".strip())
         try:
             with booted(topo, full, RunDir(run_path), accel=accel,
                         plugin=session.plugin if session else None,
