@@ -17,7 +17,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 2; }
 base_pkgs=(
   linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils make gcc
   busybox-static ndctl daxctl numactl libglib2.0-dev pkg-config dpkg-dev
-  python3-venv chromium gcc-multilib
+  python3-venv chromium gcc-multilib libnuma-dev
 )
 # QEMU 10 only exists in bookworm-backports (bookworm has 7.2, without
 # volatile type-3 devices).

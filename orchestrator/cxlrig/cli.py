@@ -187,7 +187,7 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
 
 
 def _image(variant: str | Variant, kernel: str | None, append: str = "",
-           add: Sequence[str] = ()) -> GuestImage:
+           add: Sequence[str] = (), selftests: bool = False) -> GuestImage:
     """The guest image (with the files of --add), with a spinner while a kernel builds."""
     from cxlrig.images import guest_image
     from cxlrig.images.overlay import GuestFile
@@ -195,7 +195,8 @@ def _image(variant: str | Variant, kernel: str | None, append: str = "",
     files = [GuestFile.parse(a) for a in add]
     name = variant if isinstance(variant, str) else variant.name
     with err.status(f"kernel {name}...") as status:
-        return guest_image(variant, kernel, append, progress=_progress(status), add=files)
+        return guest_image(variant, kernel, append, progress=_progress(status), add=files,
+                           selftests=selftests)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -280,11 +281,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         def finished(self, run: Run) -> None:
             _print_run(run)
 
+    selftests = any(s.kselftests for s in specs)
     with err.status("starting...") as status:
         progress = Progress(status)
         series = [load_series(s) for s in args.series or []]
         results = run_suite(specs, results_dir, variants=args.variant, topology=args.topology,
-                            image_for=lambda v: _image(v, args.kernel, add=args.add or ()),
+                            image_for=lambda v: _image(v, args.kernel, add=args.add or (),
+                                                       selftests=selftests),
                             series=series,
                             hooks_factory=PluginSession.for_scenario, progress=progress)
     _report(results_dir)

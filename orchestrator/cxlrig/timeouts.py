@@ -26,6 +26,9 @@ class Timeouts:
     kvm_probe: float = 25.0  # a KVM guest must reach the end of kernel init by then
     guest_boot: float = 300.0  # TCG boot of our kernel to a shell prompt
     guest_command: float = 120.0
+    #: One of the kernel's selftests under TCG (migration.c: six cases of 20 s
+    #: each, as long again with the harness's own waits).
+    kselftest: float = 900.0
 
     def scaled(self) -> Timeouts:
         k = _scale()

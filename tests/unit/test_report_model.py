@@ -183,9 +183,9 @@ def test_bad_values_are_named_by_key(tmp_path: Path, change: Any, problem: str) 
 
 def test_an_unknown_version_is_refused_before_anything_else(tmp_path: Path) -> None:
     with pytest.raises(ResultsFormatError) as info:
-        load_results(_write(tmp_path, {"version": 3, "runs": "whatever"}))
-    assert info.value.problems == ("version: unknown version 3 "
-                                   "(this cxlrig reads versions 1 and 2)",)
+        load_results(_write(tmp_path, {"version": 4, "runs": "whatever"}))
+    assert info.value.problems == ("version: unknown version 4 "
+                                   "(this cxlrig reads versions 1, 2 and 3)",)
 
 
 def test_not_json_names_line_and_column(tmp_path: Path) -> None:

@@ -26,9 +26,11 @@ class GuestImage:
 
 def guest_image(variant: str | Variant, kernel: Path | str | None = None, append: str = "", *,
                 progress: Callable[[str], None] | None = None,
-                add: Sequence[GuestFile] = ()) -> GuestImage:
+                add: Sequence[GuestFile] = (), selftests: bool = False) -> GuestImage:
     """The kernel of ``variant`` (built if missing) or the bzImage ``kernel``,
-    with the initramfs (built if missing) and the files ``add`` in it."""
+    with the initramfs (built if missing) and the files ``add`` in it; with
+    ``selftests``, the kernel's own selftests built next to it (not for a
+    bzImage from elsewhere: it has no source tree)."""
     from cxlrig.images.initramfs import build_initramfs
     from cxlrig.images.kernel import build_kernel
     from cxlrig.images.overlay import with_files
@@ -39,4 +41,8 @@ def guest_image(variant: str | Variant, kernel: Path | str | None = None, append
             raise CxlrigError(f"--kernel {kernel}: no such file")
     else:
         path = build_kernel(variant, progress=progress)
+        if selftests:
+            from cxlrig.images.selftests import build_selftests
+
+            build_selftests(variant, progress=progress)
     return GuestImage(path, with_files(build_initramfs(), add), append)

@@ -757,16 +757,25 @@ def _tree_state(tree: Path) -> str:
     return f"mtime:{newest}"
 
 
-def _build_tree(
-    v: Variant, tree: Path, jobs: int, progress: ProgressFn | None, force: bool
-) -> Path:
+def _check_tree(tree: Path) -> Path:
     tree = tree.expanduser().resolve()
     if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
         raise KernelBuildError(f"{tree} is not a kernel source tree (no Makefile and Kconfig)")
-    gcc = _gcc_version()
-    state = _tree_state(tree)
+    return tree
+
+
+def _tree_key(v: Variant, tree: Path) -> str:
+    """The image key of a user's tree (resolved) built with ``v``'s fragments."""
     fragments = [f.read_bytes() for f in v.fragments]
-    key = "tree-" + digest([_RECIPE, ARCH, str(tree), state, gcc, *fragments])[:24]
+    return "tree-" + digest([_RECIPE, ARCH, str(tree), _tree_state(tree), _gcc_version(),
+                             *fragments])[:24]
+
+
+def _build_tree(
+    v: Variant, tree: Path, jobs: int, progress: ProgressFn | None, force: bool
+) -> Path:
+    tree = _check_tree(tree)
+    key = _tree_key(v, tree)
     if not force and (hit := _cached_image(key)) is not None:
         return hit
     cache = _kernel_cache()

@@ -87,8 +87,9 @@ class Kernel:
 
 
 def build_kernels(variants: Iterable[VariantSpec], base: Path,
-                  progress: Callable[[str], None]) -> dict[str, Kernel]:
-    """Each variant's bzImage (built when needed) and identity, before any cell runs."""
+                  progress: Callable[[str], None], selftests: bool = False) -> dict[str, Kernel]:
+    """Each variant's bzImage (built when needed) and identity, before any cell runs;
+    with ``selftests``, the kernel's own selftests next to each built kernel."""
     from cxlrig.images.cache import digest
     from cxlrig.images.kernel import build_kernel, get_variant, load_series
 
@@ -104,6 +105,11 @@ def build_kernels(variants: Iterable[VariantSpec], base: Path,
             tree = (base / v.tree).expanduser().resolve() if v.tree is not None else None
             progress(f"kernel {v.name}...")
             path = build_kernel(made, tree=tree,
+                                progress=functools.partial(_prefixed, progress, v.name))
+            if selftests:
+                from cxlrig.images.selftests import build_selftests
+
+                build_selftests(made, tree=tree,
                                 progress=functools.partial(_prefixed, progress, v.name))
             source = str(tree) if tree is not None else \
                 str(made.origin) if made.origin is not None else "built-in"
@@ -349,7 +355,8 @@ def run_matrix(plan: Plan, directory: Path, *, jobs: int, shard: tuple[int, int]
                              "choose another --out")
     directory.mkdir(parents=True, exist_ok=True)
     base = plan.path.parent
-    kernels = build_kernels(plan.variants, base, progress.building)
+    kernels = build_kernels(plan.variants, base, progress.building,
+                            selftests=any(s.kselftests for s in plan.scenarios.values()))
     build_shared(plan, progress.building)
     if resume:
         record = replace(record, kernels={k: v.id for k, v in kernels.items()}, finished=None)

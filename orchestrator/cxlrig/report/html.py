@@ -218,10 +218,13 @@ def _check_rows(checks: Iterable[Check]) -> str:
 
 def _checks(run: Run) -> str:
     failed = run.failed_checks
-    passed = [c for c in run.checks if c.ok]
+    passed = [c for c in run.checks if c.ok and c.skipped is None]
+    skipped = [c for c in run.checks if c.skipped is not None]
     out = []
     if failed:
         out.append(f"<h4>Failed checks ({len(failed)})</h4>{_check_rows(failed)}")
+    if skipped:
+        out.append(f"<h4>Skipped cases ({len(skipped)})</h4>{_check_rows(skipped)}")
     if passed:
         out.append(f"<details><summary>{len(passed)} check{'s' * (len(passed) != 1)} "
                    f"passed</summary>{_check_rows(passed)}</details>")

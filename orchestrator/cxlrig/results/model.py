@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 #: The ``version`` of ``results.json`` this cxlrig writes. Version 2 added the
 #: ``skip`` verdict, ``reason``, ``error_step``, ``traceback`` and the plugin's
-#: ``sample``; a version 1 file has the same shape without them and reads as is.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: ``sample``; version 3 a check's ``case`` and ``skipped`` (test suites). Older
+#: files have the same shape without them and read as is.
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 RESULTS_FILE = "results.json"
 
 
@@ -81,6 +82,11 @@ class Check:
     #: Any JSON value; absent and null are both None.
     expected: Any = None
     actual: Any = None
+    #: The test case of a suite (a kernel selftest's TAP line) this check
+    #: reports, as ``TEST.CASE``; None for a scenario's own expectations.
+    case: str | None = None
+    #: The case did not run, for this reason (TAP's ``# SKIP``); ``ok`` is true.
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -429,7 +435,8 @@ def _check(r: _Reader, o: Mapping[str, Any], where: str) -> Check | None:
         subject = ".".join(p for p in (step, field) if p) or "check"
         message = f"{subject} {op or '=='} {_short(expected)}: got {_short(actual)}"
     return Check(ok=ok, message=message, step=step, field=field, op=op,
-                 expected=expected, actual=actual)
+                 expected=expected, actual=actual, case=r.get(o, "case", where, str, None),
+                 skipped=r.get(o, "skipped", where, str, None))
 
 
 def _measurement(r: _Reader, o: Mapping[str, Any], where: str) -> Measurement | None:
@@ -510,7 +517,8 @@ def parse_results(data: Any, directory: Path, source: Path | None = None) -> Res
     version = r.get(data, "version", "", int)
     if version is not None and version not in READABLE_VERSIONS:
         # Nothing else is read: an unknown version may mean anything.
-        known = " and ".join(str(v) for v in READABLE_VERSIONS)
+        *head, last = (str(v) for v in READABLE_VERSIONS)
+        known = f"{', '.join(head)} and {last}" if head else last
         raise ResultsFormatError(source, [f"version: unknown version {version} "
                                           f"(this cxlrig reads versions {known})"])
     runs = r.get(data, "runs", "", list)

@@ -58,9 +58,17 @@ class QmpSpec(_Strict):
     arguments: dict[str, Any] | None = None
 
 
+#: What a step does: exactly one of these.
+ACTIONS = ("run", "kselftest", "mark", "qmp", "promote")
+
+
 class StepSpec(_Strict):
     id: Ident | None = None
     run: str | None = None
+    #: One of the kernel's own selftests (``mm/migration``, as listed in
+    #: guest/kernel/selftests), built from the kernel's source tree; each TAP
+    #: case it reports is a check of its own.
+    kselftest: str | None = None
     mark: str | None = None
     qmp: QmpSpec | None = None
     promote: PromoteSpec | None = None
@@ -80,9 +88,9 @@ class StepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_action(self) -> StepSpec:
-        given = [k for k in ("run", "mark", "qmp", "promote") if getattr(self, k) is not None]
+        given = [k for k in ACTIONS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a step needs exactly one of run, mark, qmp, promote"
+            raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)}"
                              + (f" (has {', '.join(given)})" if given else ""))
         if self.foreach is not None and len(self.foreach) != 1:
             raise ValueError("foreach takes one variable: {NAME: [values...]}")
@@ -198,6 +206,9 @@ class ScenarioSpec(_Strict):
     #: scenario (``NAME`` or ``NAME.yaml``) first, then a shipped one.
     topology: str = "default"
     requires: RequiresSpec = RequiresSpec()
+    #: Boot any topology with at least this many vCPUs (the extra ones on its
+    #: first DRAM node): migration.c skips every case with fewer than 4.
+    cpus: Annotated[int, Field(ge=1, le=64)] | None = None
     #: Run commands on the CPUs of the first DRAM node, so that the pages a
     #: step touches first land there (``${dram_node}``) on topologies with
     #: CPUs on several nodes too; false leaves the scheduler free.
@@ -213,8 +224,18 @@ class ScenarioSpec(_Strict):
     steps: Annotated[list[StepSpec], Field(min_length=1)]
     expect: dict[str, list[ExpectSpec]] = {}
 
+    @property
+    def kselftests(self) -> tuple[str, ...]:
+        """The kernel selftests the steps run."""
+        return tuple(st.kselftest for st in self.steps if st.kselftest is not None)
+
+    def machine(self, topo: Topology) -> Topology:
+        """``topo`` as this scenario boots it: with its ``cpus`` at least."""
+        return topo if self.cpus is None else topo.with_cpus(self.cpus)
+
     def unmet(self, topo: Topology) -> list[str]:
         """Why this scenario cannot run on ``topo`` (empty: it can)."""
+        topo = self.machine(topo)
         needs = self.requires
         if self.plugin is not None and not needs.plugin:
             needs = needs.model_copy(update={"plugin": True})
@@ -301,6 +322,17 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
                 known = ", ".join(sorted(marks)) or "no mark step comes before it"
                 problems.append(doc.problem(("steps", i, "promote", "phase"),
                                             f"no earlier mark '{phase}' (marked: {known})"))
+    listed: tuple[str, ...] | None = None
+    for i, st in enumerate(spec.steps):
+        if st.kselftest is not None:
+            if listed is None:
+                from cxlrig.images.selftests import LIST_FILE, selftest_names
+
+                listed = selftest_names()
+            if st.kselftest not in listed:
+                problems.append(doc.problem(("steps", i, "kselftest"), f"'{st.kselftest}' is "
+                                            f"not among the selftests the rig builds "
+                                            f"({', '.join(listed)}; the list: {LIST_FILE})"))
     for key, checks in spec.expect.items():
         for j, ex in enumerate(checks):
             if ex.step not in ids:

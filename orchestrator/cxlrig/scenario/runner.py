@@ -16,12 +16,13 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
 from cxlrig.images.overlay import GuestFile, with_files
+from cxlrig.images.selftests import GUEST_DIR, Selftests, load_selftests
 from cxlrig.images.variants import Variant
 from cxlrig.machine.runner import Machine, RunDir
 from cxlrig.paths import DATA_ROOT
@@ -39,6 +40,8 @@ from cxlrig.results import (
     load_results,
 )
 from cxlrig.scenario.model import ExpectSpec, MeasureSpec, ScenarioSpec, StepSpec
+from cxlrig.scenario.tap import parse as tap_parse
+from cxlrig.timeouts import TIMEOUTS
 from cxlrig.topology import Topology, load
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,8 @@ class Context:
         self.dram_cpus: str | None = ",".join(str(c) for c in topo.nodes[0].cpus) \
             if len(with_cpus) > 1 and topo.nodes[0].cpus else None
         self.steps: dict[str, Step] = {}
+        #: The kernel's selftests, when the scenario runs any (None: none built).
+        self.selftests: Selftests | None = None
 
     def value(self, name: str) -> Any:
         name = name.strip()
@@ -229,6 +234,8 @@ def step_label(st: StepSpec) -> str:
         return "run: " + (st.run if len(st.run) <= 60 else st.run[:57] + "...")
     if st.qmp is not None:
         return f"qmp: {st.qmp.execute}"
+    if st.kselftest is not None:
+        return st.kselftest
     return f"mark: {st.mark}" if st.mark is not None else "promote"
 
 
@@ -249,6 +256,8 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
         return Step(id=st.id or "", kind="run", command=command, user=st.user,
                     status=res.status, seconds=res.seconds, stdout=res.stdout,
                     stderr=res.stderr, data=data)
+    if st.kselftest is not None:
+        return _run_kselftest(st, st.kselftest, guest, ctx)
     if st.qmp is not None:
         arguments = ctx.resolve(st.qmp.arguments) if st.qmp.arguments is not None else None
         start = time.monotonic()
@@ -261,6 +270,71 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
     if hook is None:
         raise ScenarioRunError(f"a '{kind}' step needs the plugin: add 'plugin:' to the scenario")
     return hook(st, loop_vars, guest, ctx)
+
+
+#: kselftest's exit status for "skipped" (KSFT_SKIP).
+KSFT_SKIP = 4
+
+
+def _run_kselftest(st: StepSpec, name: str, guest: Guest, ctx: Context) -> Step:
+    """Run one of the kernel's selftests; its TAP, read, is the step's data."""
+    sid = st.id or ""
+    built = ctx.selftests
+    if built is None or name not in built.built:
+        absent = built.absent.get(name) if built is not None else None
+        why = absent.why if absent is not None else \
+            "no selftests were built for this kernel (a --kernel bzImage has no source tree)"
+        kind = absent.kind if absent is not None else "missing"
+        return Step(id=sid, kind="kselftest", command=name, data={"absent": kind, "why": why})
+    directory, program = name.split("/")
+    command = f"cd {GUEST_DIR}/{directory} && ./{program}"
+    res = guest.session.run(command, user=st.user, timeout=st.timeout or TIMEOUTS.kselftest)
+    tap = tap_parse(res.stdout, res.stderr)
+    return Step(id=sid, kind="kselftest", command=command, user=st.user, status=res.status,
+                seconds=res.seconds, stdout=res.stdout, stderr=res.stderr,
+                data={"test": name, "plan": tap.plan, "bailed": tap.bailed,
+                      "missing": list(tap.missing),
+                      "cases": [asdict(c) for c in tap.cases]})
+
+
+def suite_checks(step: Step) -> list[Check]:
+    """One check per case a kselftest step reported, and one for whatever went wrong
+    around them (a test that could not be built, died mid-plan or printed no TAP)."""
+    data = step.data if isinstance(step.data, dict) else {}
+    label = step.id or step.command
+    name = str(data.get("test", step.command))
+
+    def made(case: str, ok: bool, message: str, actual: Any = None,
+             skipped: str | None = None) -> Check:
+        return Check(ok=ok, message=message, step=label, field=case, op="tap",
+                     expected="ok", actual=actual, case=case, skipped=skipped)
+
+    if "absent" in data:
+        why = str(data.get("why", ""))
+        if data["absent"] == "missing":
+            return [made(name, True, f"{name}: skipped: {why}", "skip", why)]
+        return [made(name, False, f"{name}: {why}", "not built")]
+    checks = []
+    for c in data.get("cases", []):
+        case, result, detail = str(c["name"]), str(c["result"]), str(c.get("detail", ""))
+        if result == "skip":
+            checks.append(made(case, True, f"{case}: skipped: {detail}", result, detail))
+        elif result == "not ok":
+            said = f": {detail.splitlines()[0]}" if detail else ""
+            checks.append(made(case, False, f"{case}: not ok{said}", result))
+        else:
+            checks.append(made(case, True, f"{case}: {result}", result))
+    for n in data.get("missing", []):
+        checks.append(made(f"{name} #{n}", False, f"{name}: case {n} of {data.get('plan')} "
+                           f"never reported (the test died or bailed out: "
+                           f"{data.get('bailed') or f'exit status {step.status}'})", "missing"))
+    cases_ok = all(c.ok for c in checks)
+    if not data.get("cases") or (cases_ok and step.status not in (0, KSFT_SKIP)):
+        checks.append(made(name, False, f"{name}: exited {step.status} "
+                           f"{'with no TAP case' if not data.get('cases') else 'after its cases'}"
+                           f": {(step.stderr or step.stdout)[-300:].strip()!r}",
+                           f"status {step.status}"))
+    return checks
 
 
 def run_steps(spec: ScenarioSpec, variant: str, guest: Guest, ctx: Context, steps: list[Step],
@@ -355,9 +429,15 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
         if lacks:
             return _skipped(spec, variant, topo_name,
                             f"topology {topo.name} does not apply: {'; '.join(lacks)}")
+        topo = spec.machine(topo)
         ctx = Context(topo, variant, spec.on_dram_node)
         session = hooks_factory(spec, topo, run_path) if hooks_factory else None
-        initrd = with_files(image.initrd, [GuestFile.parse(f) for f in spec.files])
+        files = [GuestFile.parse(f) for f in spec.files]
+        if spec.kselftests:
+            ctx.selftests = load_selftests(image.kernel)
+            if ctx.selftests is not None and ctx.selftests.built:
+                files.append(GuestFile(ctx.selftests.root, PurePosixPath(GUEST_DIR)))
+        initrd = with_files(image.initrd, files)
         full = GuestImage(image.kernel, initrd, f"{image.append} {spec.append}".strip())
         try:
             with booted(topo, full, RunDir(run_path), accel=accel,
@@ -374,12 +454,14 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
         finally:
             if session:
                 plugin = session.summary()
+        suites = [c for st in steps if st.kind == "kselftest" for c in suite_checks(st)]
         if like is not None:
             expectations = [*spec.expect.get("all", []), *spec.expect.get(like, [])]
-            checks = [check(ex, ctx) for ex in expectations]
+            checks = [*suites, *(check(ex, ctx) for ex in expectations)]
             verdict = Verdict.PASS if all(c.ok for c in checks) else Verdict.FAIL
         else:
             checks, unjudged_reason = _every_variants_checks(spec, ctx)
+            checks = [*suites, *checks]
             verdict = Verdict.UNJUDGED
     except Exception as exc:
         error = str(exc) if isinstance(exc, CxlrigError) else \

@@ -6,7 +6,7 @@ argument builder and everything below read these and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -159,6 +159,13 @@ class Topology:
         for sw in self.switches:
             for dsp in sw.downstream:
                 self._by_id[dsp.id] = dsp
+
+    def with_cpus(self, cpus: int) -> Topology:
+        """This machine with at least ``cpus`` vCPUs, the extra ones on the first node."""
+        if cpus <= self.cpus:
+            return self
+        first = replace(self.nodes[0], cpus=(*self.nodes[0].cpus, *range(self.cpus, cpus)))
+        return replace(self, cpus=cpus, nodes=(first, *self.nodes[1:]))
 
     @property
     def has_cxl(self) -> bool:
