@@ -40,7 +40,7 @@ BAD = {
     "    - {step: b, equals: 0}\n":
         "x.yaml:8:8: expect.all[0].step: no step 'b' (known: a)",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true', users: root}\n":
-        "x.yaml:5:26: steps[0].users: unknown key (allowed here: id, run, kselftest, mark, "
+        "x.yaml:5:26: steps[0].users: unknown key (allowed here: id, run, kselftest, args, mark, "
         "qmp, promote, user, json, check",
     "name: x\ntitle: t\nsteps: []\n":
         "x.yaml:1:1: point: required key is missing",

@@ -69,6 +69,9 @@ class StepSpec(_Strict):
     #: guest/kernel/selftests), built from the kernel's source tree; each TAP
     #: case it reports is a check of its own.
     kselftest: str | None = None
+    #: With kselftest: arguments for the harness; ``-T TEST`` leaves out the
+    #: test named TEST (the bare name, without its fixture prefix).
+    args: str = ""
     mark: str | None = None
     qmp: QmpSpec | None = None
     promote: PromoteSpec | None = None

@@ -287,7 +287,7 @@ def _run_kselftest(st: StepSpec, name: str, guest: Guest, ctx: Context) -> Step:
         kind = absent.kind if absent is not None else "missing"
         return Step(id=sid, kind="kselftest", command=name, data={"absent": kind, "why": why})
     directory, program = name.split("/")
-    command = f"cd {GUEST_DIR}/{directory} && ./{program}"
+    command = f"cd {GUEST_DIR}/{directory} && ./{program} {ctx.expand(st.args)}".rstrip()
     res = guest.session.run(command, user=st.user, timeout=st.timeout or TIMEOUTS.kselftest)
     tap = tap_parse(res.stdout, res.stderr)
     return Step(id=sid, kind="kselftest", command=command, user=st.user, status=res.status,
