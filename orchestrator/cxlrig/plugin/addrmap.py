@@ -21,7 +21,7 @@ from pathlib import PurePath
 
 from cxlrig.errors import ProblemsError
 from cxlrig.qemu.mtree import MemoryLayout, NodeRange, overlaps
-from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS, Performance, Topology
+from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS, Topology
 
 PAGE = 4096
 #: Limits the plugin enforces; checked here too so mistakes surface before QEMU starts.
@@ -232,14 +232,6 @@ def plugin_args(amap: AddressMap, *, out: PurePath, control: PurePath | None = N
     return tuple(args)
 
 
-def _latency_of(perf: Performance) -> tuple[int, int] | None:
-    # One figure given stands for both directions.
-    read, write = perf.read_latency, perf.write_latency
-    if read is None and write is None:
-        return None
-    return (read if read is not None else write or 0, write if write is not None else read or 0)
-
-
 def dram_map(topo: Topology, layout: MemoryLayout) -> AddressMap:
     """The DRAM part of ``topo``'s map, known before the guest boots."""
     found = {r.node for r in layout.dram}
@@ -249,7 +241,7 @@ def dram_map(topo: Topology, layout: MemoryLayout) -> AddressMap:
         raise PluginConfigError(missing)
     lats = []
     for n in topo.nodes:
-        lat = _latency_of(n.performance)
+        lat = n.performance.latencies
         if lat is not None:
             lats.append(Latency(n.node, *lat))
     return AddressMap(nodes=layout.dram, latencies=tuple(lats))
@@ -283,7 +275,7 @@ def region_map(topo: Topology, layout: MemoryLayout,
                             f"window {reg.window} [{win_start:#x}, {win_end:#x})")
         decodes.append(RegionDecode(rid, base, reg.size, reg.granularity, reg.devices))
         nodes.append(NodeRange(reg.node, base, base + reg.size))
-        lat = _latency_of(reg.performance)
+        lat = reg.performance.latencies
         if lat is None:
             continue
         if reg.node in lats and lats[reg.node][0] != lat:

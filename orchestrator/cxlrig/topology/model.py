@@ -30,6 +30,28 @@ class Performance:
     read_bandwidth: int | None = None  # MB/s
     write_bandwidth: int | None = None  # MB/s
 
+    @staticmethod
+    def _both(read: int | None, write: int | None) -> tuple[int, int] | None:
+        # One figure given stands for both directions.
+        if read is None and write is None:
+            return None
+        return (read if read is not None else write or 0,
+                write if write is not None else read or 0)
+
+    @property
+    def latencies(self) -> tuple[int, int] | None:
+        """(read, write) ns, one given standing for both; None if neither is."""
+        return self._both(self.read_latency, self.write_latency)
+
+    @property
+    def bandwidths(self) -> tuple[int, int] | None:
+        """(read, write) MB/s, one given standing for both; None if neither is."""
+        return self._both(self.read_bandwidth, self.write_bandwidth)
+
+    @property
+    def given(self) -> bool:
+        return self.latencies is not None or self.bandwidths is not None
+
 
 @dataclass(frozen=True)
 class DramNode:
