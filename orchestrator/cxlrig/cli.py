@@ -25,7 +25,7 @@ from rich.tree import Tree
 
 from cxlrig import __version__
 from cxlrig.errors import CxlrigError
-from cxlrig.paths import runs_dir
+from cxlrig.paths import cache_dir, runs_dir
 
 if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
     from cxlrig.images import GuestImage
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the CLI imports each room only when a command needs it
     from cxlrig.matrix.publish import Published
     from cxlrig.results import Run
     from cxlrig.scenario.model import ScenarioSpec
+    from cxlrig.topology.model import Topology
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -73,8 +74,26 @@ def cmd_qemu_args(args: argparse.Namespace) -> int:
 
     topo = load(args.file)
     accel = "tcg" if args.accel == "auto" else args.accel
-    sys.stdout.write(format_argv(build_argv(topo, QemuOptions(accel=accel))))
+    sys.stdout.write(format_argv(build_argv(topo, QemuOptions(accel=accel,
+                                                              cdat_dir=_cdat_files(topo)))))
     return 0
+
+
+def _cdat_files(topo: Topology) -> Path | None:
+    """The devices' CDAT files for a printed command line: in the cache, by content."""
+    import hashlib
+
+    from cxlrig.qemu.firmware import cdat_tables
+
+    tables = cdat_tables(topo)
+    if not tables:
+        return None
+    digest = hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()[:16]
+    path = cache_dir() / "cdat" / digest
+    path.mkdir(parents=True, exist_ok=True)
+    for device, table in tables.items():
+        (path / f"{device}.cdat").write_bytes(table)
+    return path
 
 
 def cmd_check(args: argparse.Namespace) -> int:

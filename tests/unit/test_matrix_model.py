@@ -41,8 +41,8 @@ def test_nightly_covers_every_topology_variant_and_scenario() -> None:
     # whose node 1 is the CXL node) drop cells from the cross product.
     excluded = {c.topology for c in plan.cells if c.scenario == "mm-selftests"}
     assert {load(p).name for p in TOPOLOGIES} - excluded == {
-        "numa-dram2-cxl", "large", "direct-volatile", "dynamic-capacity"}
-    assert len(plan.cells) == len(TOPOLOGIES) * 2 * len(SCENARIOS) - 4 * 2
+        "numa-dram2-cxl", "tiered-dram3-cxl", "large", "direct-volatile", "dynamic-capacity"}
+    assert len(plan.cells) == len(TOPOLOGIES) * 2 * len(SCENARIOS) - 5 * 2
     # Every topology gets its bring-up check, and bring-up applies everywhere.
     for topo in plan.topologies.values():
         assert plan.scenarios["bring-up"].unmet(topo) == []

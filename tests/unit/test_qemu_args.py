@@ -29,7 +29,7 @@ GOLDEN = REPO / "tests" / "golden"
 OPTS = QemuOptions(qmp_socket=PurePath("RUN/qmp.sock"),
                    console_log=PurePath("RUN/console.log"),
                    shell_socket=PurePath("RUN/shell.sock"),
-                   shell_log=PurePath("RUN/shell.log"))
+                   shell_log=PurePath("RUN/shell.log"), cdat_dir=PurePath("RUN"))
 
 
 @pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.stem)

@@ -33,6 +33,7 @@ from typing import Any
 from cxlrig.errors import CxlrigError
 from cxlrig.machine.qmp import Qmp, QmpError
 from cxlrig.qemu.args import QemuOptions, build_argv, format_argv
+from cxlrig.qemu.firmware import cdat_tables
 from cxlrig.timeouts import TIMEOUTS
 from cxlrig.topology.model import Topology
 
@@ -152,10 +153,12 @@ class Machine:
         # UNIX socket paths are limited to 108 bytes: keep them in a short
         # private directory rather than in the (possibly deep) run directory.
         self._sockdir = Path(tempfile.mkdtemp(prefix="cxlrig-"))
+        for device, table in cdat_tables(self.topo).items():
+            (self.run_dir.path / f"{device}.cdat").write_bytes(table)
         opts = replace(self._options, qmp_socket=self._sockdir / "qmp.sock",
                        console_log=self.run_dir.console_log,
                        shell_socket=self._sockdir / "shell.sock",
-                       shell_log=self.run_dir.shell_log)
+                       shell_log=self.run_dir.shell_log, cdat_dir=self.run_dir.path)
         self._options = opts
         argv = build_argv(self.topo, opts)
         self.argv = self._argv_hook(argv) if self._argv_hook else argv

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from cxlrig.qemu.firmware import cdat_tables, firmware_args
 from cxlrig.topology import model as m
 from cxlrig.topology.schema import format_size
 
@@ -44,6 +45,10 @@ class QemuOptions:
     initrd: PurePath | None = None
     append: str = ""
     plugin: Plugin | None = None
+    #: Where the devices' CDAT files are (``DEVICE.cdat``, written by whoever
+    #: runs the machine from :func:`cxlrig.qemu.firmware.cdat_tables`); None
+    #: leaves every device QEMU's own CDAT.
+    cdat_dir: PurePath | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -97,8 +102,9 @@ def numa_args(topo: m.Topology) -> list[str]:
     return out
 
 
-def cxl_args(topo: m.Topology) -> list[str]:
+def cxl_args(topo: m.Topology, cdat_dir: PurePath | None = None) -> list[str]:
     out: list[str] = []
+    cdat = set(cdat_tables(topo)) if cdat_dir is not None else set()
     for hb in topo.host_bridges:
         out += _opt("-device", "pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id)
     for rp in topo.root_ports:
@@ -110,7 +116,7 @@ def cxl_args(topo: m.Topology) -> list[str]:
             out += _opt("-device", "cxl-downstream", port=dsp.port, bus=sw.id, id=dsp.id,
                         chassis=dsp.chassis, slot=dsp.slot)
     for d in topo.devices:
-        out += device_args(d)
+        out += device_args(d, cdat_dir / f"{d.id}.cdat" if cdat_dir and d.id in cdat else None)
     if topo.windows:
         # QEMU wants every cxl-fmw.* parameter in one option ("Parameters
         # 'cxl-fmw.*' used inconsistently" otherwise).
@@ -118,7 +124,7 @@ def cxl_args(topo: m.Topology) -> list[str]:
     return out
 
 
-def device_args(d: m.Device) -> list[str]:
+def device_args(d: m.Device, cdat: PurePath | None = None) -> list[str]:
     out: list[str] = []
     kv: dict[str, object] = {"bus": d.bus}
     for size, memdev, key in ((d.volatile, d.volatile_memdev, "volatile-memdev"),
@@ -130,6 +136,8 @@ def device_args(d: m.Device) -> list[str]:
             kv[key] = memdev
     if d.dc_size:
         kv["num-dc-regions"] = d.dc_regions
+    if cdat is not None:
+        kv["cdat"] = escape(cdat)
     kv["id"] = d.id
     kv["sn"] = hex(d.serial)
     out += ["-device", ",".join(["cxl-type3", *(f"{k}={v}" for k, v in kv.items())])]
@@ -178,8 +186,9 @@ def build_argv(topo: m.Topology, opts: QemuOptions) -> list[str]:
     """The whole QEMU command line for ``topo`` run as ``opts`` says."""
     if opts.plugin is not None and opts.accel != "tcg":
         raise ValueError("TCG plugins need accel=tcg")
-    return [opts.binary, *machine_args(topo, opts), *numa_args(topo), *cxl_args(topo),
-            *plumbing_args(opts), *opts.extra]
+    return [opts.binary, *machine_args(topo, opts), *numa_args(topo),
+            *cxl_args(topo, opts.cdat_dir), *firmware_args(topo), *plumbing_args(opts),
+            *opts.extra]
 
 
 def group_options(argv: Iterable[str]) -> list[list[str]]:
