@@ -17,7 +17,7 @@ from .conftest import Boot
 pytestmark = pytest.mark.guest
 
 TOPOLOGIES = ["default", "direct-volatile", "cross-host-bridge", "switch-4way", "persistent-lsa",
-              "numa-dram2-cxl", "dynamic-capacity", "large"]
+              "numa-dram2-cxl", "tiered-dram3-cxl", "dynamic-capacity", "large"]
 
 
 # The cxl_guest fixture of cxlrig's pytest plugin: one test, once per machine.
