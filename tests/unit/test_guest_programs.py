@@ -157,6 +157,9 @@ def test_syscall_number_comes_from_the_x86_64_table_hunk(tmp_path: Path, cache: 
     out = build_guest_programs(source_dir=src)
     info = run(out, "mpp", "info")
     assert info["move_phys_pages"]["nr"] == 471
+    # The i386 program makes the i386 table's call (the shipped patches give
+    # both the same number, which once hid that mpp32 took the x86_64 one).
+    assert run(out, "mpp32", "info")["move_phys_pages"]["nr"] == 472
     # Editing the patch changes the key and so the build.
     (src.parent / "kernel" / "patches" / "v9" / "0001-syscall.patch").write_text(
         _table_patch(473, 474)
