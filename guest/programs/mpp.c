@@ -47,6 +47,9 @@ static const char usage_text[] =
 	"  --node NODE        move_pages the touched pages to NODE (no policy left)\n"
 	"  --mappers M        M processes map the pages (children touch them);\n"
 	"                     cow means anon with --mappers 2\n"
+	"  --mapper-writes    the children write the pages (private ones then get\n"
+	"                     their own copies; their VMAs stay on the rmap)\n"
+	"  --mapper-cgroup D  the children join cgroup D before touching the pages\n"
 	"  --path FILE        backing file for --kind file (default: a temporary\n"
 	"                     file in /dev/shm or /tmp, removed at once)\n"
 	"  --subpage K        report and use 4 KiB subpage K of each 2 MiB page\n"
@@ -78,6 +81,8 @@ enum opt_id {
 	OPT_MBIND,
 	OPT_NODE,
 	OPT_MAPPERS,
+	OPT_MAPPER_WRITES,
+	OPT_MAPPER_CGROUP,
 	OPT_PATH,
 	OPT_SUBPAGE,
 	OPT_FIND_PA,
@@ -106,7 +111,8 @@ enum opt_id {
 #define BIT(o) (1ULL << (o))
 #define ALLOC_OPTS                                                                              \
 	(BIT(OPT_KIND) | BIT(OPT_PAGES) | BIT(OPT_MBIND) | BIT(OPT_NODE) | BIT(OPT_MAPPERS) | BIT(OPT_PATH) | \
-	 BIT(OPT_SUBPAGE) | BIT(OPT_FIND_PA) | BIT(OPT_SUMMARY))
+	 BIT(OPT_SUBPAGE) | BIT(OPT_FIND_PA) | BIT(OPT_SUMMARY) | BIT(OPT_MAPPER_WRITES) |     \
+	 BIT(OPT_MAPPER_CGROUP))
 #define WAIT_OPTS \
 	(BIT(OPT_UNTIL_FILE) | BIT(OPT_UNTIL_STDIN) | BIT(OPT_UNTIL_SIGNAL) | BIT(OPT_TIMEOUT) | BIT(OPT_READY_FILE))
 #define CALL_OPTS (BIT(OPT_FLAGS) | BIT(OPT_REPEAT) | BIT(OPT_FORCE))
@@ -118,6 +124,8 @@ static const struct option long_opts[] = {
 	{ "mbind", required_argument, NULL, OPT_MBIND },
 	{ "node", required_argument, NULL, OPT_NODE },
 	{ "mappers", required_argument, NULL, OPT_MAPPERS },
+	{ "mapper-writes", no_argument, NULL, OPT_MAPPER_WRITES },
+	{ "mapper-cgroup", required_argument, NULL, OPT_MAPPER_CGROUP },
 	{ "path", required_argument, NULL, OPT_PATH },
 	{ "subpage", required_argument, NULL, OPT_SUBPAGE },
 	{ "find-pa", required_argument, NULL, OPT_FIND_PA },
@@ -157,6 +165,8 @@ struct opts {
 	int mbind_node;
 	int node;
 	long mappers;
+	bool mapper_writes;
+	const char *mapper_cgroup;
 	const char *path;
 	long subpage;
 	bool find;
@@ -343,6 +353,12 @@ static void parse_args(int argc, char **argv)
 		case OPT_MAPPERS:
 			o.mappers = parse_count("--mappers", optarg, 1, 4096);
 			break;
+		case OPT_MAPPER_WRITES:
+			o.mapper_writes = true;
+			break;
+		case OPT_MAPPER_CGROUP:
+			o.mapper_cgroup = optarg;
+			break;
 		case OPT_PATH:
 			o.path = optarg;
 			break;
@@ -435,6 +451,8 @@ static void parse_args(int argc, char **argv)
 	}
 	if (!o.mappers)
 		o.mappers = 1;
+	if ((o.mapper_writes || o.mapper_cgroup) && o.mappers < 2)
+		usage("--mapper-writes and --mapper-cgroup need --mappers 2 or more (or --kind cow)");
 	if (strcmp(o.cmd, "hold") == 0) {
 		int waits = seen(OPT_UNTIL_FILE) + seen(OPT_UNTIL_STDIN) + seen(OPT_UNTIL_SIGNAL);
 		if (waits != 1)
@@ -656,6 +674,23 @@ static void place_with_move_pages(struct region *r)
 	free(status);
 }
 
+/* Moves this process into cgroup @dir (cgroup v2); 0 or -1. */
+static int join_cgroup(const char *dir)
+{
+	char path[4096], pid[32];
+	int fd, len, ok;
+
+	if (snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= (int)sizeof(path))
+		return -1;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	len = snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	ok = write(fd, pid, (size_t)len) == len;
+	close(fd);
+	return ok ? 0 : -1;
+}
+
 /* Each child maps the pages too (reading every 4 KiB page, so shared
  * mappings get page-table entries; private pages stay shared with the
  * parent), then blocks until the parent goes away. */
@@ -675,9 +710,15 @@ static void spawn_mappers(struct region *r)
 			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			close(release[1]);
 			close(ready[0]);
+			if (o.mapper_cgroup && join_cgroup(o.mapper_cgroup) != 0)
+				_exit(1);
 			uint64_t sink = 0;
-			for (size_t off = 0; off < r->len; off += PAGE_SIZE_4K)
-				sink += *(volatile uint64_t *)(r->base + off);
+			for (size_t off = 0; off < r->len; off += PAGE_SIZE_4K) {
+				volatile uint64_t *word = (volatile uint64_t *)(r->base + off);
+				sink += *word;
+				if (o.mapper_writes)
+					*word = *word;
+			}
 			char c = (char)(sink & 1);
 			if (write(ready[1], &c, 1) != 1)
 				_exit(1);
@@ -692,7 +733,8 @@ static void spawn_mappers(struct region *r)
 	for (long m = 1; m < o.mappers; m++) {
 		char c;
 		if (read(ready[0], &c, 1) != 1)
-			fail(0, "a mapper process died before mapping the pages");
+			fail(0, "a mapper process died before mapping the pages%s",
+			     o.mapper_cgroup ? " (could it join --mapper-cgroup?)" : "");
 	}
 	close(ready[0]);
 	/* Exiting closes this end; every child then sees EOF and exits. */
@@ -765,6 +807,7 @@ static void json_region(struct json *j, const struct region *r)
 		json_null(j, "placed");
 	}
 	json_int(j, "mappers", o.mappers);
+	json_bool(j, "mapper_writes", o.mapper_writes);
 	json_arr_begin(j, "mapper_pids");
 	for (size_t i = 0; i < r->nchildren; i++)
 		json_int(j, NULL, r->children[i]);

@@ -40,15 +40,16 @@ def test_guest_every_scenario_passes_on_v1_and_v2(tmp_path: Path,
     assert schema.returncode == 0, schema.stdout + schema.stderr
     # The reports are there and agree: one JUnit test case per run and one per
     # selftest case (mm-selftests: five migration.c cases on each variant, v2's
-    # five move_phys_pages cases, v1's skip of the test its tree lacks).
+    # six move_phys_pages cases, v1's skip of the test its tree lacks).
     suites = ET.parse(results / "junit.xml").getroot()
     cases = [c for r in doc["runs"] for c in r["checks"] if c.get("case")]
     selftest = [c for r in doc["runs"] if r["scenario"] == "mm-selftests"
                 for c in r["checks"] if c.get("case")]
-    assert len(selftest) == len(cases) == 16, cases
+    assert len(selftest) == len(cases) == 17, cases
     assert int(suites.get("tests", 0)) == len(verdicts) + len(cases)
     names = {c.get("name") for c in suites.iter("testcase")}
-    assert {"migration.private_anon[v1]", "move_phys_pages.ping_pong[v2]"} <= names, names
+    assert {"migration.private_anon[v1]", "move_phys_pages.ping_pong[v2]",
+            "move_phys_pages.user_namespace[v2]"} <= names, names
     page = (results / "report.html").read_text()
     assert "<svg" in page and "promotion-loop-phys" in page
     # The promotion loop raised the workload's DRAM share by a wide margin.

@@ -237,6 +237,19 @@ def test_cow_and_shared_pages_are_mapped_by_every_mapper(bindir: Path) -> None:
 
 
 @needs_root
+def test_a_writing_mapper_breaks_copy_on_write(bindir: Path) -> None:
+    out = run(bindir, "mpp", "alloc", "--kind", "cow", "--mapper-writes", "--pages", "2")
+    assert out["region"]["mapper_writes"] is True
+    # The child wrote: it has its own copies, the parent's pages are its alone.
+    assert [p["mapcount"] for p in out["pages"]] == [1, 1]
+    assert all(p["exclusive"] for p in out["pages"])
+    bad = subprocess.run([str(bindir / "mpp"), "alloc", "--kind", "cow", "--mapper-cgroup",
+                          "/nonexistent"], capture_output=True, text=True, timeout=TIMEOUT,
+                         check=False)
+    assert bad.returncode == 1 and "--mapper-cgroup" in json.loads(bad.stdout)["error"]
+
+
+@needs_root
 def test_thp_reports_tail_pages_or_says_why_not(bindir: Path) -> None:
     out = run(bindir, "mpp", "alloc", "--kind", "thp", "--subpage", "5")
     region = out["region"]
@@ -382,6 +395,8 @@ def test_unprivileged_user_sees_no_frames(bindir: Path) -> None:
         ["hold", "--until-stdin", "--until-signal"],
         ["virt", "--va", "0x1000", "--status", "--stale"],
         ["fork", "--to", "1"],
+        ["alloc", "--mapper-writes"],
+        ["alloc", "--mapper-cgroup", "/sys/fs/cgroup/x", "--mappers", "1"],
         ["alloc", "--pages", "1", "--pages", "2"],
         ["alloc", "extra"],
     ],
