@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from cxlrig.guest.cxl import NodeState, RegionState, bring_up
+from cxlrig.guest.cxl import NodeState, RegionState, bring_up, memdevs_by_device
 from cxlrig.guest.session import GuestSession
 from cxlrig.images import GuestImage
 from cxlrig.machine.runner import Machine, RunDir
@@ -40,6 +40,8 @@ class Guest:
     regions: list[RegionState] = field(default_factory=list)
     nodes: dict[int, NodeState] = field(default_factory=dict)
     window_bases: dict[str, int] = field(default_factory=dict)
+    #: Topology device id -> the kernel's memdev name.
+    memdevs: dict[str, str] = field(default_factory=dict)
     #: QEMU's memory tree, read once while the machine was paused.
     layout: MemoryLayout | None = None
     #: Seconds from QEMU start to a shell, and for the CXL bring-up.
@@ -78,7 +80,9 @@ def booted(topo: Topology, image: GuestImage, run_dir: RunDir, *, accel: str = "
                           boot_seconds=time.monotonic() - start)
             if bring_up_cxl:
                 t0 = time.monotonic()
-                guest.regions, guest.nodes = bring_up(session, topo, bases)
+                guest.regions, state = bring_up(session, topo, bases)
+                guest.nodes = state.nodes
+                guest.memdevs = memdevs_by_device(topo, state)
                 guest.bring_up_seconds = time.monotonic() - t0
             yield guest
             if machine.is_running():

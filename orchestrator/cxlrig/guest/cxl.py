@@ -197,11 +197,21 @@ def _cpulist(cpus: tuple[int, ...]) -> str:
 
 
 def bring_up(session: GuestSession, topo: m.Topology,
-             window_bases: dict[str, int]) -> tuple[list[RegionState], dict[int, NodeState]]:
+             window_bases: dict[str, int]) -> tuple[list[RegionState], GuestState]:
     """Create every region, then verify the guest against the topology."""
     regions = create_regions(session, topo, window_bases)
     state = read_state(session)
     problems = verify(topo, regions, state)
     if problems:
         raise BringUpError("the guest does not match the topology:\n  " + "\n  ".join(problems))
-    return regions, state.nodes
+    return regions, state
+
+
+def memdevs_by_device(topo: m.Topology, state: GuestState) -> dict[str, str]:
+    """Topology device id -> the kernel's memdev name (``mem3``), matched by serial.
+
+    The kernel numbers memdevs in probe order, which need not be the
+    topology's order: name a device to the guest only through this.
+    """
+    by_serial = {serial: name for name, serial in state.memdev_serials.items()}
+    return {d.id: by_serial[d.serial] for d in topo.devices if d.serial in by_serial}

@@ -71,6 +71,20 @@ class RegionDecode:
     def device_of(self, pa: int) -> str:
         return self.devices[self.position(pa)]
 
+    def device_offset(self, pa: int) -> int:
+        """How far into its device's share of the region ``pa`` lies: whole stripes
+        before it give one granule each, plus the offset within its granule."""
+        stripe, within = divmod(pa - self.base, self.granularity * self.ways)
+        return stripe * self.granularity + within % self.granularity
+
+    def hpa_of(self, position: int, offset: int) -> int:
+        """The host physical address of byte ``offset`` of the device at ``position``'s
+        share: the inverse of :meth:`position` and :meth:`device_offset`."""
+        if not 0 <= position < self.ways or not 0 <= offset < self.size // self.ways:
+            raise ValueError(f"region {self.name}: no byte {offset:#x} at position {position}")
+        granule, within = divmod(offset, self.granularity)
+        return self.base + (granule * self.ways + position) * self.granularity + within
+
 
 @dataclass(frozen=True)
 class Latency:

@@ -58,8 +58,203 @@ class QmpSpec(_Strict):
     arguments: dict[str, Any] | None = None
 
 
+U8 = Annotated[int, Field(ge=0, le=0xFF)]
+U16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+U24 = Annotated[int, Field(ge=0, le=0xFFFFFF)]
+U32 = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
+U64 = Annotated[int, Field(ge=0, le=0xFFFFFFFFFFFFFFFF)]
+#: A guest-physical or device-physical address: a number, or a template
+#: (``${step.field}``) resolved when the step runs.
+Address = U64 | Annotated[str, Field(pattern=r"^\$\{[^}]+\}$")]
+EventLog = Literal["informational", "warning", "failure", "fatal"]
+#: QEMU's names for the CXL RAS capability's error bits (qapi/cxl.json).
+CorrectableType = Literal["cache-data-ecc", "mem-data-ecc", "crc-threshold", "retry-threshold",
+                          "cache-poison-received", "mem-poison-received", "physical"]
+UncorrectableType = Literal[
+    "cache-data-parity", "cache-address-parity", "cache-be-parity", "cache-data-ecc",
+    "mem-data-parity", "mem-address-parity", "mem-be-parity", "mem-data-ecc",
+    "reinit-threshold", "rsvd-encoding", "poison-received", "receiver-overflow", "internal",
+    "cxl-ide-tx", "cxl-ide-rx"]
+
+
+class TargetSpec(_Strict):
+    """Where a fault lands: a device and a device physical address, or the
+    guest page whose physical address an earlier step printed."""
+
+    #: A type-3 device of the topology (its id).
+    device: Ident | None = None
+    #: Device physical address, 64-byte aligned.
+    dpa: Address | None = None
+    #: ``STEP.path``: an earlier step's field holding a guest physical address
+    #: (``wl.pages[0].pa``); the rig decodes it to device and DPA through the
+    #: region's interleave.
+    page_of: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*[.\[].+$")] | None = None
+    #: With page_of: bytes into that page (64-byte aligned).
+    offset: Annotated[int, Field(ge=0, lt=1 << 21, multiple_of=64)] = 0
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TargetSpec:
+        if self.page_of is not None:
+            if self.device is not None or self.dpa is not None:
+                raise ValueError("name the target either by page_of or by device and dpa, "
+                                 "not both")
+        elif self.device is None or self.dpa is None:
+            raise ValueError("a target needs device and dpa, or page_of")
+        if isinstance(self.dpa, int) and self.dpa % 64:
+            raise ValueError(f"dpa {self.dpa:#x} is not 64-byte aligned")
+        return self
+
+
+class PoisonSpec(TargetSpec):
+    """Poison a range of device memory (QMP cxl-inject-poison)."""
+
+    length: Annotated[int, Field(gt=0, le=1 << 30, multiple_of=64)] = 64
+    #: Then have the kernel read the device's poison list (trigger_poison_list):
+    #: one cxl_poison trace record per poisoned range.
+    read_list: bool = True
+
+
+class _EventCommon(_Strict):
+    log: EventLog = "informational"
+    #: Event record flags (CXL r3.0 Table 8-42), the header's low byte.
+    flags: U8 = 0
+
+
+class GeneralMediaSpec(TargetSpec, _EventCommon):
+    """A General Media Event record (CXL r3.0 8.2.9.2.1.1)."""
+
+    #: The DPA's flag bits (1:0: volatile, not repairable).
+    dpa_flags: Annotated[int, Field(ge=0, le=3)] = 0
+    descriptor: U8 = 0
+    type: U8 = 0
+    transaction_type: U8 = 0
+    channel: U8 | None = None
+    rank: U8 | None = None
+    #: The record's "device" field: a bit mask of the devices in the rank.
+    device_mask: U24 | None = None
+    #: Up to 15 characters (the record holds 16 bytes, NUL-terminated by QEMU).
+    component_id: Annotated[str, Field(min_length=1, max_length=15,
+                                       pattern=r"^[ -~]+$")] | None = None
+
+
+class DramSpec(TargetSpec, _EventCommon):
+    """A DRAM Event record (CXL r3.0 8.2.9.2.1.2)."""
+
+    dpa_flags: Annotated[int, Field(ge=0, le=3)] = 0
+    descriptor: U8 = 0
+    type: U8 = 0
+    transaction_type: U8 = 0
+    channel: U8 | None = None
+    rank: U8 | None = None
+    nibble_mask: U24 | None = None
+    bank_group: U8 | None = None
+    bank: U8 | None = None
+    row: U24 | None = None
+    column: U16 | None = None
+    correction_mask: Annotated[list[U64], Field(min_length=1, max_length=4)] | None = None
+
+
+class MemoryModuleSpec(_EventCommon):
+    """A Memory Module Event record with a copy of the device's health (8.2.9.2.1.3)."""
+
+    device: Ident
+    type: U8 = 0
+    health_status: U8 = 0
+    media_status: U8 = 0
+    additional_status: U8 = 0
+    life_used: Annotated[int, Field(ge=0, le=100)] = 0
+    temperature: Annotated[int, Field(ge=-32768, le=32767)] = 0
+    dirty_shutdown_count: U32 = 0
+    corrected_volatile_error_count: U32 = 0
+    corrected_persistent_error_count: U32 = 0
+
+
+class EventSpec(_Strict):
+    general_media: GeneralMediaSpec | None = None
+    dram: DramSpec | None = None
+    memory_module: MemoryModuleSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> EventSpec:
+        given = [k for k in EVENT_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an event is exactly one of {', '.join(EVENT_KINDS)}"
+                             + (f" (has {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in EVENT_KINDS if getattr(self, k) is not None)
+
+
+EVENT_KINDS = ("general_media", "dram", "memory_module")
+
+
+class CorrectableSpec(_Strict):
+    """A correctable CXL error, reported through AER (cxl-inject-correctable-error)."""
+
+    device: Ident
+    type: CorrectableType
+
+
+class UncorrectableError(_Strict):
+    type: UncorrectableType
+    #: The header log: up to 32 dwords.
+    header: Annotated[list[U32], Field(max_length=32)] = []
+
+
+class UncorrectableSpec(_Strict):
+    """Uncorrectable CXL errors, the first one's header logged, reported through AER."""
+
+    device: Ident
+    errors: Annotated[list[UncorrectableError], Field(min_length=1, max_length=16)]
+
+
+class InjectSpec(_Strict):
+    """A fault injected into the machine; the guest's reaction is the step's data."""
+
+    poison: PoisonSpec | None = None
+    correctable: CorrectableSpec | None = None
+    uncorrectable: UncorrectableSpec | None = None
+    event: EventSpec | None = None
+    #: Seconds to wait for the guest's trace records (they come from an
+    #: interrupt thread); the step ends earlier once they are all there.
+    settle: Annotated[float, Field(gt=0, le=600)] = 10.0
+    #: Compare every injected field with the guest's record of it, one check
+    #: a field (for poison, event and error records).
+    roundtrip: bool = True
+
+    @model_validator(mode="after")
+    def _one(self) -> InjectSpec:
+        given = [k for k in FAULT_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"inject takes exactly one of {', '.join(FAULT_KINDS)}"
+                             + (f" (has {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        """poison, correctable, uncorrectable, or the event's kind."""
+        if self.event is not None:
+            return self.event.kind
+        return next(k for k in FAULT_KINDS if getattr(self, k) is not None)
+
+    @property
+    def spec(self) -> _Strict:
+        """The one fault's own spec."""
+        if self.event is not None:
+            found: _Strict | None = getattr(self.event, self.event.kind)
+        else:
+            found = getattr(self, self.kind)
+        assert found is not None
+        return found
+
+
+FAULT_KINDS = ("poison", "correctable", "uncorrectable", "event")
+
+
 #: What a step does: exactly one of these.
-ACTIONS = ("run", "kselftest", "mark", "qmp", "promote")
+ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject")
 
 
 class StepSpec(_Strict):
@@ -75,6 +270,8 @@ class StepSpec(_Strict):
     mark: str | None = None
     qmp: QmpSpec | None = None
     promote: PromoteSpec | None = None
+    #: A fault: poison, an event record or an error, into a device.
+    inject: InjectSpec | None = None
     user: Literal["root", "user"] = "root"
     #: Parse the last line of stdout that is a JSON object into the step's data.
     json_: bool = Field(default=False, alias="json")
@@ -100,6 +297,9 @@ class StepSpec(_Strict):
         return self
 
 
+EXPECT_OPS = ("equals", "not_equals", "one_of", "contains", "not_contains", "greater", "less")
+
+
 class ExpectSpec(_Strict):
     step: str
     #: "status", "stdout", "stderr", or a path into the step's data
@@ -109,23 +309,22 @@ class ExpectSpec(_Strict):
     not_equals: Any = None
     one_of: list[Any] | None = None
     contains: str | None = None
+    #: The field, as text, does not contain this.
+    not_contains: str | None = None
     greater: int | float | str | None = None
     less: int | float | str | None = None
     why: str = ""
 
     @model_validator(mode="after")
     def _one_op(self) -> ExpectSpec:
-        ops = [k for k in ("equals", "not_equals", "one_of", "contains", "greater", "less")
-               if k in self.model_fields_set]
+        ops = [k for k in EXPECT_OPS if k in self.model_fields_set]
         if len(ops) != 1:
-            raise ValueError("an expectation needs exactly one of equals, not_equals, one_of, "
-                             "contains, greater, less")
+            raise ValueError(f"an expectation needs exactly one of {', '.join(EXPECT_OPS)}")
         return self
 
     @property
     def op(self) -> str:
-        return next(k for k in ("equals", "not_equals", "one_of", "contains", "greater", "less")
-                    if k in self.model_fields_set)
+        return next(k for k in EXPECT_OPS if k in self.model_fields_set)
 
     @property
     def expected(self) -> Any:
@@ -289,6 +488,20 @@ def _resolve_paths(doc: Located, spec: ScenarioSpec,
     return spec.model_copy(update={"files": files, "topology": topology}), problems
 
 
+def _fault_path(st: StepSpec) -> tuple[str, ...]:
+    """The key path from ``inject`` to the fault's own spec."""
+    assert st.inject is not None
+    kind = st.inject.kind
+    return ("event", kind) if st.inject.event is not None else (kind,)
+
+
+def _page_of(st: StepSpec) -> str | None:
+    if st.inject is None:
+        return None
+    target = st.inject.spec
+    return target.page_of if isinstance(target, TargetSpec) else None
+
+
 def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
     problems = []
     ids: dict[str, int] = {}
@@ -305,6 +518,10 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
         if st.workload is not None and st.workload not in ids:
             problems.append(doc.problem(("steps", i, "workload"),
                                         f"no earlier step '{st.workload}'"))
+        page_of = _page_of(st)
+        if page_of is not None and page_of.split(".")[0].split("[")[0] not in ids:
+            problems.append(doc.problem(("steps", i, "inject", *_fault_path(st), "page_of"),
+                                        f"no earlier step '{page_of.split('.')[0]}'"))
         if st.mark is not None:
             marks.add(st.mark)
         if (st.mark is not None or st.promote is not None) and spec.plugin is None:

@@ -39,6 +39,7 @@ from cxlrig.results import (
     Verdict,
     load_results,
 )
+from cxlrig.scenario.faults import fault_checks, run_inject
 from cxlrig.scenario.model import ExpectSpec, MeasureSpec, ScenarioSpec, StepSpec
 from cxlrig.scenario.tap import parse as tap_parse
 from cxlrig.timeouts import TIMEOUTS
@@ -89,6 +90,8 @@ class Context:
 
     def __init__(self, topo: Topology, variant: str, on_dram_node: bool = True) -> None:
         self.on_dram_node = on_dram_node
+        #: The machine as booted: fault steps name its devices.
+        self.topology = topo
         ram = [r for r in topo.regions if r.type == "ram"]
         self.vars: dict[str, Any] = {
             "variant": variant,
@@ -177,6 +180,7 @@ def check(ex: ExpectSpec, ctx: Context) -> Check:
         return result(None, False, f"{ex.step}: no field '{ex.field}' in the step's output")
     ok = _compare(ex.op, actual, expected)
     show = {"equals": "==", "not_equals": "!=", "one_of": "in", "contains": "contains",
+            "not_contains": "does not contain",
             "greater": ">", "less": "<"}[ex.op]
     why = f" ({ex.why})" if ex.why else ""
     if ok:
@@ -196,6 +200,8 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
             return actual in expected
         if op == "contains":
             return str(expected) in str(actual)
+        if op == "not_contains":
+            return str(expected) not in str(actual)
         if op == "greater":
             return float(actual) > float(expected)
         if op == "less":
@@ -234,6 +240,8 @@ def step_label(st: StepSpec) -> str:
         return "run: " + (st.run if len(st.run) <= 60 else st.run[:57] + "...")
     if st.qmp is not None:
         return f"qmp: {st.qmp.execute}"
+    if st.inject is not None:
+        return f"inject: {st.inject.kind}"
     if st.kselftest is not None:
         return st.kselftest
     return f"mark: {st.mark}" if st.mark is not None else "promote"
@@ -265,6 +273,8 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
         return Step(id=st.id or "", kind="qmp",
                     command=json.dumps({"execute": st.qmp.execute, "arguments": arguments}),
                     status=0, seconds=time.monotonic() - start, data=reply)
+    if st.inject is not None:
+        return run_inject(st, guest, ctx, ctx.topology)
     kind = "mark" if st.mark is not None else "promote"
     hook = hooks.get(kind)
     if hook is None:
@@ -447,6 +457,8 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                 for reg in guest.regions:
                     ctx.vars[f"region_base_{reg.id}"] = f"{reg.base:#x}"
                     ctx.vars[f"region_name_{reg.id}"] = reg.name
+                for device, memdev in guest.memdevs.items():
+                    ctx.vars[f"memdev_{device}"] = memdev
                 if session:
                     session.attach(guest)
                 run_steps(spec, like or "", guest, ctx, steps, measurements,
@@ -455,6 +467,8 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
             if session:
                 plugin = session.summary()
         suites = [c for st in steps if st.kind == "kselftest" for c in suite_checks(st)]
+        suites += [c for st in steps if st.kind == "inject"
+                   for c in fault_checks(st)]
         if like is not None:
             expectations = [*spec.expect.get("all", []), *spec.expect.get(like, [])]
             checks = [*suites, *(check(ex, ctx) for ex in expectations)]
