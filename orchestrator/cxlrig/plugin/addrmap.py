@@ -71,9 +71,18 @@ class RegionDecode:
     def device_of(self, pa: int) -> str:
         return self.devices[self.position(pa)]
 
+    @property
+    def stripe_aligned(self) -> bool:
+        """Whether the region starts on a whole stripe (granularity x ways), where
+        :meth:`position` (counted from address 0, as QEMU's window decode and the
+        plugin count) and the stripes counted from the base agree. Always so for
+        1, 2, 4, 8 and 16 ways on 256 MiB-aligned bases; not for 3, 6 and 12."""
+        return self.base % (self.granularity * self.ways) == 0
+
     def device_offset(self, pa: int) -> int:
         """How far into its device's share of the region ``pa`` lies: whole stripes
-        before it give one granule each, plus the offset within its granule."""
+        before it give one granule each, plus the offset within its granule.
+        Exact where :attr:`stripe_aligned`."""
         stripe, within = divmod(pa - self.base, self.granularity * self.ways)
         return stripe * self.granularity + within % self.granularity
 

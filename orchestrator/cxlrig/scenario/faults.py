@@ -313,6 +313,11 @@ def resolve_target(spec: TargetSpec, topo: Topology, guest: Guest, ctx: Context)
         pa = pa - pa % PAGE + spec.offset
         for dec, decoders, name in decodes:
             if dec.base <= pa < dec.end:
+                if not dec.stripe_aligned:
+                    raise FaultError(f"page_of {spec.page_of}: region {name} ({dec.ways}-way "
+                                     f"at {dec.base:#x}) does not start on a whole stripe; "
+                                     "its device addresses are not decoded here: name the "
+                                     "target by device and dpa")
                 position = dec.position(pa)
                 decoder = decoders[position]
                 base = dpa_bases(guest.session, (decoder,))[decoder]
@@ -326,7 +331,7 @@ def resolve_target(spec: TargetSpec, topo: Topology, guest: Guest, ctx: Context)
     if dpa % 64:
         raise FaultError(f"dpa {dpa:#x} is not 64-byte aligned")
     for dec, decoders, name in decodes:
-        if device not in dec.devices:
+        if device not in dec.devices or not dec.stripe_aligned:
             continue
         position = dec.devices.index(device)
         decoder = decoders[position]
