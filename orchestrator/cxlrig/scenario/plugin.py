@@ -184,7 +184,11 @@ class PluginSession:
         dram = [n.node for n in self.topo.nodes]
         return {"dram_share": phase.dram_share(dram), "accesses": phase.node_accesses,
                 "nodes": {str(k): {"reads": v.reads, "writes": v.writes}
-                          for k, v in phase.nodes.items()}}
+                          for k, v in phase.nodes.items()},
+                # Per type-3 device, as the plugin attributes each CXL access
+                # through its region's interleave.
+                "devices": {k: {"reads": v.reads, "writes": v.writes}
+                            for k, v in phase.devices.items()}}
 
     def _workload_share(self, phase: Phase, listing: Any) -> dict[str, Any]:
         """DRAM's share of the accesses to the pages a workload listed."""

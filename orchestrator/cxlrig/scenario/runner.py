@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cxlrig.errors import CxlrigError
 from cxlrig.guest.boot import Guest, GuestImage, booted
+from cxlrig.guest.session import ConsoleWatcher
 from cxlrig.images.overlay import GuestFile, with_files
 from cxlrig.images.selftests import GUEST_DIR, Selftests, load_selftests
 from cxlrig.images.variants import Variant
@@ -595,7 +596,10 @@ def run_suite(specs: Sequence[ScenarioSpec], results_dir: Path, *,
                         else run_scenario(spec, variant, image, results_dir, topology=topology,
                                           hooks_factory=hooks_factory, judge_as=judge)
                 except BaseException:
-                    writer.add(_errored(spec, variant, topology, "interrupted",
+                    console = ConsoleWatcher(RunDir(results_dir / f"{spec.name}-{variant}")
+                                             .console_log)
+                    writer.add(_errored(spec, variant, topology,
+                                        f"interrupted\n{console.tail()}",
                                         time.monotonic() - start))
                     raise
                 writer.add(run)
