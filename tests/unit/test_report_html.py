@@ -192,3 +192,28 @@ def test_gaps_and_unnamed_steps_render(all_pass: Path) -> None:
     text, page = _parse(render(all_pass))
     assert page.tags.count("svg") == 7
     assert "<td><code></code></td>" not in text  # a step without an id shows a dash
+
+
+def test_fault_steps_beside_what_the_guest_logged(tmp_path: Path) -> None:
+    # A real ras-aer-errors run; one comparison is turned into a mismatch.
+    results = Path(shutil.copytree(FIXTURES / "faults", tmp_path / "faults"))
+    doc = json.loads((results / "results.json").read_text())
+    ue = next(s for s in doc["runs"][0]["steps"] if s["id"] == "ue")
+    row = next(r for r in ue["data"]["roundtrip"] if r["field"] == "first_error")
+    row.update(injected=64, ok=False)
+    (results / "results.json").write_text(json.dumps(doc))
+    text, _ = _parse(render(results))
+    section = text[text.index("Faults and the guest's reaction"):]
+    section = section[:section.index("</table>")]
+    rows = section.split("<tr")[2:]
+    assert [re.search(r"<code>([a-z_0-9]+)</code>", r).group(1) for r in rows] == [  # type: ignore[union-attr]
+        "ce_masked", "ce", "ce2", "ue"]
+    masked, ce, _, bad = rows
+    assert "no cxl_aer_correctable_error record within 3.0" in masked
+    assert "not compared" in masked
+    assert "cxl-inject-correctable-error" in ce and "device mem0 (" in ce
+    assert "status: &#x27;Memory Data ECC Error&#x27;" in ce and "3 of 3 fields" in ce
+    assert "other record" not in ce
+    assert "CorrIntErr" in ce  # the kernel log, folded
+    assert bad.startswith(' class="failed"') and "3 of 4 fields" in bad
+    assert "<code>first_error</code>: injected <code>64</code>, observed <code>128</code>" in bad

@@ -203,6 +203,63 @@ def _steps(run: Run) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def _faults(run: Run) -> str:
+    """Each fault step beside the guest's reaction: what was injected where, what
+    the kernel logged (its trace record and kernel log lines), and the verdict of
+    the field-by-field comparison."""
+    rows = []
+    for s in run.steps:
+        if s.kind != "inject" or not isinstance(s.data, dict):
+            continue
+        d = s.data
+        target = d.get("target") or {}
+        where = [f"device {d.get('device')} ({d.get('memdev')})"]
+        if "dpa" in target:
+            where.append(f"DPA {target['dpa']:#x}")
+        if target.get("hpa") is not None:
+            where.append(f"HPA {target['hpa']:#x} in {target.get('region') or '?'}")
+        qmp = d.get("qmp") or {}
+        args = {k: v for k, v in (qmp.get("arguments") or {}).items() if k != "path"}
+        injected = (f"<b>{_e(d.get('fault'))}</b><br>{_e(', '.join(where))}"
+                    f"<pre>{_e(qmp.get('execute'))} {_e(json_value(args))}</pre>")
+        record = d.get("record")
+        others = [r for r in d.get("records", []) if r != record]
+        if isinstance(record, dict):
+            logged = f"<pre>{_e(record.get('event'))}: {_e(record.get('text', ''))}</pre>"
+        else:
+            logged = (f'<span class="muted">no {_e(d.get("event"))} record within '
+                      f"{_e(d.get('waited_s'))} s</span>")
+        if others:
+            logged += f'<span class="muted">and {len(others)} other record(s)</span>'
+        dmesg = d.get("dmesg") or []
+        if dmesg:
+            logged += (f"<details><summary>kernel log ({len(dmesg)} line"
+                       f"{'s' * (len(dmesg) != 1)})</summary>"
+                       f"<pre>{_e(_cut(chr(10).join(dmesg)))}</pre></details>")
+        rows_ok = d.get("roundtrip")
+        if isinstance(rows_ok, list) and rows_ok:
+            bad = [r for r in rows_ok if not r.get("ok")]
+            verdict = (f'<span class="badge {"fail" if bad else "pass"}">'
+                       f'{"fail" if bad else "pass"}</span> '
+                       f"{len(rows_ok) - len(bad)} of {len(rows_ok)} fields as injected")
+            verdict += "".join(f"<br><code>{_e(r.get('field'))}</code>: injected "
+                               f"<code>{_e(json_value(r.get('injected')))}</code>, observed "
+                               f"<code>{_e(json_value(r.get('observed')))}</code>"
+                               for r in bad)
+        else:
+            verdict = '<span class="muted">not compared (see the expectations)</span>'
+        cls = ' class="failed"' if isinstance(rows_ok, list) and any(
+            not r.get("ok") for r in rows_ok) else ""
+        step = f"<code>{_e(s.id)}</code>" if s.id else '<span class="muted">—</span>'
+        rows.append(f"<tr{cls}><td>{step}</td><td>{injected}</td><td>{logged}</td>"
+                    f"<td>{verdict}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h4>Faults and the guest's reaction</h4><table><thead><tr><th>step</th>"
+            "<th>injected</th><th>the guest kernel logged</th><th>round trip</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def _check_rows(checks: Iterable[Check]) -> str:
     rows = []
     for c in checks:
@@ -312,6 +369,7 @@ def _run_section(results: Results, run: Run) -> str:
     if run.reason:
         parts.append(f"<p>Skipped: {_e(run.reason)}</p>")
     parts.append(_checks(run))
+    parts.append(_faults(run))
     parts.append(f"<h4>Steps</h4>{_steps(run)}")
     figures = run_plots(run)
     if figures:
