@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from cxlrig.errors import CheckFailed
 from cxlrig.guest.ras import (
     TraceRecord,
@@ -351,10 +353,21 @@ def _device(topo: Topology, device: str) -> int:
     raise FaultError(f"device '{device}' is not in topology {topo.name} (devices: {known})")
 
 
+def resolved(inject: InjectSpec, ctx: Context) -> InjectSpec:
+    """``inject`` with its templates (``${cxl_device}``, ``${step.field}``) filled in."""
+    try:
+        return InjectSpec.model_validate(ctx.resolve(inject.model_dump(exclude_none=True)))
+    except ValidationError as exc:
+        said = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors())
+        raise FaultError(f"once its templates are filled in, the fault is not valid: {said}") \
+            from None
+
+
 def run_inject(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step:
     """Inject the step's fault; the guest's trace records and kernel log are its data."""
-    inject = st.inject
-    assert inject is not None
+    assert st.inject is not None
+    inject = resolved(st.inject, ctx)
     spec = inject.spec
     kind = inject.kind
     device = getattr(spec, "device", None)

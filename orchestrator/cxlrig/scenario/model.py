@@ -77,12 +77,15 @@ UncorrectableType = Literal[
     "cxl-ide-tx", "cxl-ide-rx"]
 
 
+#: A type-3 device of the topology: its id, or a template (``${cxl_device}``).
+DeviceRef = Ident | Annotated[str, Field(pattern=r"^\$\{[^}]+\}$")]
+
+
 class TargetSpec(_Strict):
     """Where a fault lands: a device and a device physical address, or the
     guest page whose physical address an earlier step printed."""
 
-    #: A type-3 device of the topology (its id).
-    device: Ident | None = None
+    device: DeviceRef | None = None
     #: Device physical address, 64-byte aligned.
     dpa: Address | None = None
     #: ``STEP.path``: an earlier step's field holding a guest physical address
@@ -157,7 +160,7 @@ class DramSpec(TargetSpec, _EventCommon):
 class MemoryModuleSpec(_EventCommon):
     """A Memory Module Event record with a copy of the device's health (8.2.9.2.1.3)."""
 
-    device: Ident
+    device: DeviceRef
     type: U8 = 0
     health_status: U8 = 0
     media_status: U8 = 0
@@ -193,7 +196,7 @@ EVENT_KINDS = ("general_media", "dram", "memory_module")
 class CorrectableSpec(_Strict):
     """A correctable CXL error, reported through AER (cxl-inject-correctable-error)."""
 
-    device: Ident
+    device: DeviceRef
     type: CorrectableType
 
 
@@ -206,7 +209,7 @@ class UncorrectableError(_Strict):
 class UncorrectableSpec(_Strict):
     """Uncorrectable CXL errors, the first one's header logged, reported through AER."""
 
-    device: Ident
+    device: DeviceRef
     errors: Annotated[list[UncorrectableError], Field(min_length=1, max_length=16)]
 
 

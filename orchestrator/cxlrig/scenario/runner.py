@@ -106,6 +106,13 @@ class Context:
             "dram_nodes": len(topo.nodes),
             "nodes": len(topo.nodes) + sum(1 for r in ram if r.online != "devdax"),
         }
+        if ram:
+            # A device of the CXL node, for scenarios that travel between
+            # topologies: fault steps aim at it (``${memdev_ID}`` and
+            # ``${cxl_memdev}`` name it to the guest once it has booted).
+            dev = topo.device(ram[0].devices[0])
+            self.vars["cxl_device"] = dev.id
+            self.vars["cxl_device_bytes"] = dev.volatile + dev.persistent + dev.dc_size
         #: With CPUs on several nodes: the CPUs a command must run on for its
         #: first-touch pages to land on ${dram_node} (None: any CPU will do).
         with_cpus = [n for n in topo.nodes if n.cpus]
@@ -460,6 +467,10 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                     ctx.vars[f"region_name_{reg.id}"] = reg.name
                 for device, memdev in guest.memdevs.items():
                     ctx.vars[f"memdev_{device}"] = memdev
+                if "cxl_device" in ctx.vars:
+                    ctx.vars["cxl_memdev"] = guest.memdevs.get(ctx.vars["cxl_device"], "")
+                    first = next(r for r in topo.regions if r.type == "ram")
+                    ctx.vars["cxl_region"] = ctx.vars.get(f"region_name_{first.id}", "")
                 if session:
                     session.attach(guest)
                 run_steps(spec, like or "", guest, ctx, steps, measurements,
