@@ -18,6 +18,7 @@ from cxlrig.results import Step
 from cxlrig.scenario.faults import (
     NO_HPA,
     Target,
+    dcd_command,
     expected_record,
     fault_checks,
     observed_fields,
@@ -26,7 +27,7 @@ from cxlrig.scenario.faults import (
     recheck,
     roundtrip,
 )
-from cxlrig.scenario.model import InjectSpec, ScenarioError, load_scenario
+from cxlrig.scenario.model import DcdSpec, InjectSpec, ScenarioError, load_scenario
 from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS
 
 TRACES = Path(__file__).parent / "trace"
@@ -232,3 +233,42 @@ def test_decode_and_its_inverse_agree(ways: int, gran: int, stripes: int,
     assert dec.hpa_of(position, offset) == pa
     with pytest.raises(ValueError):
         dec.hpa_of(ways, 0)
+
+
+def test_dynamic_capacity_steps_render_qemus_commands() -> None:
+    add = DcdSpec.model_validate({"add": {"device": "dcd0", "region": 1, "tag": "t1",
+                                          "extents": [{"offset": "2M", "length": "128M"}]}})
+    assert dcd_command(add) == ("cxl-add-dynamic-capacity", {
+        "path": "/machine/peripheral/dcd0", "host-id": 0, "selection-policy": "prescriptive",
+        "region": 1, "tag": "t1", "extents": [{"offset": 2 << 20, "len": 128 << 20}]})
+    release = DcdSpec.model_validate({"release": {
+        "device": "dcd0", "forced": True, "policy": "tag-based",
+        "extents": [{"offset": 0, "length": 4096}]}})
+    assert dcd_command(release) == ("cxl-release-dynamic-capacity", {
+        "path": "/machine/peripheral/dcd0", "host-id": 0, "removal-policy": "tag-based",
+        "forced-removal": True, "sanitize-on-release": False, "region": 0,
+        "extents": [{"offset": 0, "len": 4096}]})
+
+
+DCD_BAD = {
+    "dcd: {add: {device: d, extents: [{offset: 0, length: 1M}]}, release: {device: d, "
+    "extents: [{offset: 0, length: 1M}]}}": "steps[1].dcd: dcd takes exactly one of add, release",
+    "dcd: {add: {device: d, extents: []}}": "steps[1].dcd.add.extents: List should have at least",
+    "dcd: {add: {device: d, region: 8, extents: [{offset: 0, length: 1M}]}}":
+        "steps[1].dcd.add.region: must be less than or equal to 7",
+    "dcd: {add: {device: d, extents: [{offset: 0, length: 0}]}}":
+        "steps[1].dcd.add.extents[0].length: must be greater than 0",
+    "dcd: {release: {device: d, policy: free, extents: [{offset: 0, length: 1M}]}}":
+        "steps[1].dcd.release.policy: must be 'tag-based' or 'prescriptive'",
+}
+
+
+@pytest.mark.parametrize("step", list(DCD_BAD), ids=range(len(DCD_BAD)))
+def test_bad_dcd_steps_are_located(tmp_path: Path, step: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true'}\n"
+                    f"  - {{id: f, {step}}}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    said = [str(p).replace(str(tmp_path) + "/", "") for p in info.value.problems]
+    assert any(p.startswith("x.yaml:6:") and DCD_BAD[step] in p for p in said), said

@@ -209,7 +209,7 @@ def _faults(run: Run) -> str:
     the field-by-field comparison."""
     rows = []
     for s in run.steps:
-        if s.kind != "inject" or not isinstance(s.data, dict):
+        if s.kind not in ("inject", "dcd") or not isinstance(s.data, dict):
             continue
         d = s.data
         target = d.get("target") or {}
@@ -222,10 +222,19 @@ def _faults(run: Run) -> str:
         args = {k: v for k, v in (qmp.get("arguments") or {}).items() if k != "path"}
         injected = (f"<b>{_e(d.get('fault'))}</b><br>{_e(', '.join(where))}"
                     f"<pre>{_e(qmp.get('execute'))} {_e(json_value(args))}</pre>")
+        if "refused" in qmp:
+            injected += f"QEMU refused: <code>{_e(qmp['refused'])}</code>"
         record = d.get("record")
-        others = [r for r in d.get("records", []) if r != record]
+        others = [r for r in d.get("records", []) if r != record] if s.kind == "inject" else []
         if isinstance(record, dict):
             logged = f"<pre>{_e(record.get('event'))}: {_e(record.get('text', ''))}</pre>"
+        elif s.kind == "dcd":
+            logged = "".join(f"<pre>{_e(r.get('event'))}: {_e(r.get('text', ''))}</pre>"
+                             for r in d.get("records", [])) or \
+                f'<span class="muted">no CXL record within {_e(d.get("waited_s"))} s</span>'
+            logged += (f"<br>capacity: {_e(json_value(d.get('partitions')))}, extents: "
+                       f"{_e(json_value(d.get('extents')))}")
+            record = None
         else:
             logged = (f'<span class="muted">no {_e(d.get("event"))} record within '
                       f"{_e(d.get('waited_s'))} s</span>")

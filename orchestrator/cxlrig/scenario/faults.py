@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cxlrig.errors import CheckFailed
 from cxlrig.guest.ras import (
@@ -27,10 +28,13 @@ from cxlrig.guest.ras import (
     dpa_bases,
     trigger_poison_list,
 )
+from cxlrig.machine.qmp import QmpError
 from cxlrig.plugin.addrmap import PAGE, RegionDecode
 from cxlrig.results import Check, Step
 from cxlrig.scenario.model import (
     CorrectableSpec,
+    DcdAddSpec,
+    DcdSpec,
     DramSpec,
     GeneralMediaSpec,
     InjectSpec,
@@ -40,7 +44,9 @@ from cxlrig.scenario.model import (
     TargetSpec,
     UncorrectableSpec,
 )
-from cxlrig.topology.model import Topology
+from cxlrig.topology.model import Device, Topology
+
+M = TypeVar("M", bound=BaseModel)
 
 if TYPE_CHECKING:
     from cxlrig.guest.boot import Guest
@@ -344,24 +350,76 @@ def resolve_target(spec: TargetSpec, topo: Topology, guest: Guest, ctx: Context)
     return Target(device, dpa)
 
 
-def _device(topo: Topology, device: str) -> int:
-    """The serial of ``device``, or a FaultError naming the devices there are."""
+def _device(topo: Topology, device: str) -> Device:
+    """The topology's ``device``, or a FaultError naming the devices there are."""
     for d in topo.devices:
         if d.id == device:
-            return d.serial
+            return d
     known = ", ".join(d.id for d in topo.devices) or "none"
     raise FaultError(f"device '{device}' is not in topology {topo.name} (devices: {known})")
 
 
-def resolved(inject: InjectSpec, ctx: Context) -> InjectSpec:
-    """``inject`` with its templates (``${cxl_device}``, ``${step.field}``) filled in."""
+def resolved(spec: M, ctx: Context) -> M:
+    """``spec`` with its templates (``${cxl_device}``, ``${step.field}``) filled in."""
     try:
-        return InjectSpec.model_validate(ctx.resolve(inject.model_dump(exclude_none=True)))
+        return type(spec).model_validate(ctx.resolve(spec.model_dump(exclude_none=True)))
     except ValidationError as exc:
         said = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                          for e in exc.errors())
-        raise FaultError(f"once its templates are filled in, the fault is not valid: {said}") \
+        raise FaultError(f"once its templates are filled in, the step is not valid: {said}") \
             from None
+
+
+def _memdev(topo: Topology, guest: Guest, device: str) -> tuple[int, str]:
+    """Serial and kernel memdev name of a topology device, or a FaultError."""
+    serial = _device(topo, device).serial
+    memdev = guest.memdevs.get(device)
+    if memdev is None:
+        raise FaultError(f"device '{device}' (serial {serial:#x}) has no memdev in the guest")
+    return serial, memdev
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A QMP command sent with the guest's trace armed, and what the guest logged."""
+
+    data: dict[str, Any]
+    records: list[dict[str, Any]]
+    seconds: float
+
+
+def _send_and_watch(guest: Guest, execute: str, arguments: dict[str, Any], *,
+                    may_refuse: bool, settle: float, expect: dict[str, int],
+                    then: Callable[[], Any] | None = None, linger: bool = False) -> _Sent:
+    """Arm the trace, send the command (``then`` runs after it, in the guest), wait up
+    to ``settle`` s for ``expect`` (with ``linger`` and nothing to expect, all of
+    it), and read what came. QEMU refusing the command ends the step, unless
+    ``may_refuse``: then it is the step's outcome."""
+    window = TraceWindow(guest.session)
+    window.arm()
+    start = time.monotonic()
+    qmp: dict[str, Any] = {"execute": execute, "arguments": arguments}
+    try:
+        qmp["reply"] = guest.machine.qmp(execute, arguments)
+    except QmpError as exc:
+        if not may_refuse:
+            raise
+        qmp["refused"] = str(exc).split(" failed: ", 1)[-1]
+        expect = {}
+    data: dict[str, Any] = {"qmp": qmp}
+    if "refused" not in qmp and then is not None:
+        data["then"] = then()
+    lingered = 0.0
+    if linger and not expect and "refused" not in qmp:
+        time.sleep(settle)
+        lingered = settle
+    seen = window.collect(expect, settle)
+    records = [{**r.as_json(), **observed_fields(r)} for r in seen.records]
+    data.update(records=records,
+                count={e: sum(1 for r in records if r["event"] == e)
+                       for e in sorted({r["event"] for r in records})},
+                dmesg=list(seen.dmesg[-DMESG_KEEP:]), waited_s=round(lingered + seen.waited, 2))
+    return _Sent(data, records, time.monotonic() - start)
 
 
 def run_inject(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step:
@@ -375,41 +433,79 @@ def run_inject(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step
         _device(topo, device)
     target = resolve_target(spec, topo, guest, ctx) if isinstance(spec, TargetSpec) else None
     device = fault_device(inject, target)
-    serial = _device(topo, device)
-    memdev = guest.memdevs.get(device)
-    if memdev is None:
-        raise FaultError(f"device '{device}' (serial {serial:#x}) has no memdev in the guest")
+    serial, memdev = _memdev(topo, guest, device)
     execute, arguments = qmp_command(inject, target)
-    window = TraceWindow(guest.session)
-    window.arm()
-    start = time.monotonic()
-    reply = guest.machine.qmp(execute, arguments)
     event = TRACE_EVENT[kind]
-    listed = None
     reads_list = isinstance(spec, PoisonSpec) and spec.read_list
-    if reads_list:
-        listed = trigger_poison_list(guest.session, memdev)
     # Wait for the record even where it is not compared: a step that shows the
     # kernel logs nothing must have given it the whole settle time to.
-    expect = {event: 1} if reads_list or not isinstance(spec, PoisonSpec) else {}
-    seen = window.collect(expect, inject.settle)
-    records = [{**r.as_json(), **observed_fields(r)} for r in seen.records]
+    sent = _send_and_watch(
+        guest, execute, arguments, may_refuse=inject.may_refuse, settle=inject.settle,
+        expect={event: 1} if reads_list or not isinstance(spec, PoisonSpec) else {},
+        then=(lambda: trigger_poison_list(guest.session, memdev)) if reads_list else None)
     data: dict[str, Any] = {
         "fault": kind, "device": device, "memdev": memdev, "event": event,
-        "qmp": {"execute": execute, "arguments": arguments, "reply": reply},
-        "target": asdict(target) if target is not None else None,
-        "records": records, "count": {e: sum(1 for r in records if r["event"] == e)
-                                      for e in sorted({r["event"] for r in records})},
-        "dmesg": list(seen.dmesg[-DMESG_KEEP:]), "waited_s": round(seen.waited, 2),
-    }
-    if listed is not None:
-        data["trigger_poison_list"] = listed
-    record = pick_record(records, event, memdev, target.dpa if target else None)
+        "target": asdict(target) if target is not None else None, **sent.data}
+    if "then" in data:
+        data["trigger_poison_list"] = data.pop("then")
+    record = pick_record(sent.records, event, memdev, target.dpa if target else None)
     data["record"] = record
-    if inject.roundtrip:
+    if inject.roundtrip and "refused" not in data["qmp"]:
         data["injected"] = expected_record(inject, target, serial, memdev)
         data["roundtrip"] = roundtrip(data["injected"], record)
         data["mismatches"] = sum(1 for row in data["roundtrip"] if not row["ok"])
     return Step(id=st.id or "", kind="inject", command=json.dumps({"execute": execute,
                                                                    "arguments": arguments}),
-                status=0, seconds=time.monotonic() - start, data=data)
+                status=1 if "refused" in data["qmp"] else 0, seconds=sent.seconds, data=data)
+
+
+def dcd_command(dcd: DcdSpec) -> tuple[str, dict[str, Any]]:
+    """The QMP command and arguments of a dynamic-capacity step."""
+    spec = dcd.spec
+    args: dict[str, Any] = {"path": qmp_path(spec.device), "host-id": spec.host_id}
+    if isinstance(spec, DcdAddSpec):
+        execute = "cxl-add-dynamic-capacity"
+        args["selection-policy"] = spec.policy
+    else:
+        execute = "cxl-release-dynamic-capacity"
+        args.update({"removal-policy": spec.policy, "forced-removal": spec.forced,
+                     "sanitize-on-release": spec.sanitize})
+    args["region"] = spec.region
+    if spec.tag is not None:
+        args["tag"] = spec.tag
+    args["extents"] = [{"offset": e.offset, "len": e.length} for e in spec.extents]
+    return execute, args
+
+
+#: What the guest shows of a memdev's capacity: its partitions and any extents.
+_CAPACITY = ("cd /sys/bus/cxl/devices/{memdev} && for f in *; do case $f in "
+             "ram|pmem|dc*) echo part $f $(cat $f/size 2>/dev/null);; esac; done; "
+             "for e in /sys/bus/cxl/devices/*/extent* /sys/bus/cxl/devices/*/*/extent*; do "
+             "[ -e $e ] && echo extent ${{e#/sys/bus/cxl/devices/}}; done; true")
+
+
+def run_dcd(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step:
+    """Add or release dynamic capacity; the guest's records, log and capacity are its data."""
+    assert st.dcd is not None
+    dcd = resolved(st.dcd, ctx)
+    device = dcd.spec.device
+    if not _device(topo, device).dc_size:
+        raise FaultError(f"device '{device}' has no dynamic capacity in topology {topo.name}")
+    _, memdev = _memdev(topo, guest, device)
+    execute, arguments = dcd_command(dcd)
+    # No record is known to answer a capacity change: the guest gets all of settle.
+    sent = _send_and_watch(guest, execute, arguments, may_refuse=dcd.may_refuse,
+                           settle=dcd.settle, expect={}, linger=True)
+    res = guest.session.run(_CAPACITY.format(memdev=memdev), timeout=None)
+    partitions, extents = {}, []
+    for line in res.stdout.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "part":
+            partitions[words[1]] = int(words[2], 0)
+        elif len(words) == 2 and words[0] == "extent":
+            extents.append(words[1])
+    data = {"fault": f"dcd_{dcd.kind}", "device": device, "memdev": memdev, **sent.data,
+            "partitions": partitions, "extents": extents}
+    return Step(id=st.id or "", kind="dcd", command=json.dumps({"execute": execute,
+                                                                "arguments": arguments}),
+                status=1 if "refused" in data["qmp"] else 0, seconds=sent.seconds, data=data)

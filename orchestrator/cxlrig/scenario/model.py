@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cxlrig.errors import CheckFailed
 from cxlrig.images.variants import VARIANTS
 from cxlrig.topology.model import Topology
+from cxlrig.topology.schema import Size
 from cxlrig.topology.validate import shape_problems
 from cxlrig.topology.yamlmarks import Located, Problem, YamlLoadError, read_located
 
@@ -226,6 +227,8 @@ class InjectSpec(_Strict):
     #: Compare every injected field with the guest's record of it, one check
     #: a field (for poison, event and error records).
     roundtrip: bool = True
+    #: QEMU refusing the command is an outcome to record, not a failed run.
+    may_refuse: bool = False
 
     @model_validator(mode="after")
     def _one(self) -> InjectSpec:
@@ -256,8 +259,68 @@ class InjectSpec(_Strict):
 FAULT_KINDS = ("poison", "correctable", "uncorrectable", "event")
 
 
+class ExtentSpec(_Strict):
+    """A dynamic-capacity extent, from the start of its DC region."""
+
+    offset: Size
+    length: Annotated[Size, Field(gt=0)]
+
+
+class _DcdCommon(_Strict):
+    #: A device with dynamic_capacity in the topology.
+    device: DeviceRef
+    #: The DC region (0-7) the extents are in.
+    region: Annotated[int, Field(ge=0, le=7)] = 0
+    extents: Annotated[list[ExtentSpec], Field(min_length=1, max_length=64)]
+    host_id: U16 = 0
+    tag: Annotated[str, Field(min_length=1, max_length=36)] | None = None
+
+
+class DcdAddSpec(_DcdCommon):
+    """Offer capacity to the host (CXL r3.1 7.6.7.6.5, QMP cxl-add-dynamic-capacity)."""
+
+    policy: Literal["free", "contiguous", "prescriptive", "enable-shared-access"] = \
+        "prescriptive"
+
+
+class DcdReleaseSpec(_DcdCommon):
+    """Take capacity back (7.6.7.6.6, cxl-release-dynamic-capacity)."""
+
+    policy: Literal["tag-based", "prescriptive"] = "prescriptive"
+    #: The host loses the capacity at once, without releasing it itself.
+    forced: bool = False
+    sanitize: bool = False
+
+
+class DcdSpec(_Strict):
+    """Dynamic capacity added to or released from a device; what the guest made of it."""
+
+    add: DcdAddSpec | None = None
+    release: DcdReleaseSpec | None = None
+    #: Seconds the guest is given to react (trace records, kernel log, sysfs).
+    settle: Annotated[float, Field(gt=0, le=600)] = 3.0
+    #: QEMU refusing the command is an outcome to record, not a failed run.
+    may_refuse: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> DcdSpec:
+        if (self.add is None) == (self.release is None):
+            raise ValueError("dcd takes exactly one of add, release")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "add" if self.add is not None else "release"
+
+    @property
+    def spec(self) -> DcdAddSpec | DcdReleaseSpec:
+        found = self.add if self.add is not None else self.release
+        assert found is not None
+        return found
+
+
 #: What a step does: exactly one of these.
-ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject")
+ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject", "dcd")
 
 
 class StepSpec(_Strict):
@@ -275,6 +338,8 @@ class StepSpec(_Strict):
     promote: PromoteSpec | None = None
     #: A fault: poison, an event record or an error, into a device.
     inject: InjectSpec | None = None
+    #: Dynamic capacity added or released.
+    dcd: DcdSpec | None = None
     user: Literal["root", "user"] = "root"
     #: Parse the last line of stdout that is a JSON object into the step's data.
     json_: bool = Field(default=False, alias="json")

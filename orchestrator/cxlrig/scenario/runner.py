@@ -40,7 +40,7 @@ from cxlrig.results import (
     Verdict,
     load_results,
 )
-from cxlrig.scenario.faults import fault_checks, run_inject
+from cxlrig.scenario.faults import fault_checks, run_dcd, run_inject
 from cxlrig.scenario.model import ExpectSpec, MeasureSpec, ScenarioSpec, StepSpec
 from cxlrig.scenario.tap import parse as tap_parse
 from cxlrig.timeouts import TIMEOUTS
@@ -106,6 +106,9 @@ class Context:
             "dram_nodes": len(topo.nodes),
             "nodes": len(topo.nodes) + sum(1 for r in ram if r.online != "devdax"),
         }
+        dc = [d for d in topo.devices if d.dc_size]
+        if dc:
+            self.vars["dc_device"] = dc[0].id
         if ram:
             # A device of the CXL node, for scenarios that travel between
             # topologies: fault steps aim at it (``${memdev_ID}`` and
@@ -250,6 +253,8 @@ def step_label(st: StepSpec) -> str:
         return f"qmp: {st.qmp.execute}"
     if st.inject is not None:
         return f"inject: {st.inject.kind}"
+    if st.dcd is not None:
+        return f"dcd: {st.dcd.kind}"
     if st.kselftest is not None:
         return st.kselftest
     return f"mark: {st.mark}" if st.mark is not None else "promote"
@@ -283,6 +288,8 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
                     status=0, seconds=time.monotonic() - start, data=reply)
     if st.inject is not None:
         return run_inject(st, guest, ctx, ctx.topology)
+    if st.dcd is not None:
+        return run_dcd(st, guest, ctx, ctx.topology)
     kind = "mark" if st.mark is not None else "promote"
     hook = hooks.get(kind)
     if hook is None:
