@@ -5,7 +5,7 @@ field-by-field comparison and its messages, and the interleave decode."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from cxlrig.guest.ras import parse_fields, parse_signed, parse_trace
 from cxlrig.plugin.addrmap import RegionDecode
+from cxlrig.qemu.args import QemuOptions, build_argv, hotplug_commands
 from cxlrig.results import Step
 from cxlrig.scenario.faults import (
     NO_HPA,
@@ -27,8 +28,17 @@ from cxlrig.scenario.faults import (
     recheck,
     roundtrip,
 )
-from cxlrig.scenario.model import DcdSpec, InjectSpec, ScenarioError, load_scenario
+from cxlrig.scenario.model import (
+    DcdSpec,
+    InjectSpec,
+    ScenarioError,
+    load_scenario,
+    topology_facts,
+)
+from cxlrig.topology import load
 from cxlrig.topology.model import LEGAL_GRANULARITY, LEGAL_WAYS
+
+from ..conftest import REPO
 
 TRACES = Path(__file__).parent / "trace"
 SPLIT = "=====cxlrig-trace-split=====\n"
@@ -272,3 +282,45 @@ def test_bad_dcd_steps_are_located(tmp_path: Path, step: str) -> None:
         load_scenario(path)
     said = [str(p).replace(str(tmp_path) + "/", "") for p in info.value.problems]
     assert any(p.startswith("x.yaml:6:") and DCD_BAD[step] in p for p in said), said
+
+
+def test_a_device_absent_at_boot_waits_for_its_hotplug() -> None:
+    topo = load(REPO / "topologies" / "hotplug.yaml")
+    mem0, mem1 = topo.devices
+    assert (mem0.present, mem1.present) == (True, False)
+    assert [r.id for r in topo.booted_regions] == ["region0"]
+    assert [r.deferred for r in topo.regions] == [False, True]
+    argv = " ".join(build_argv(topo, QemuOptions()))
+    assert "id=mem0" in argv and "mem1" not in argv  # its port is empty at boot
+    # Hot-adding it gives QEMU what the command line would have.
+    assert hotplug_commands(mem1, PurePath("/run/mem1.cdat")) == [
+        ("object-add", {"qom-type": "memory-backend-ram", "id": "mem1.vmem",
+                        "size": 256 << 20}),
+        ("device_add", {"driver": "cxl-type3", "bus": "rp1", "volatile-memdev": "mem1.vmem",
+                        "cdat": "/run/mem1.cdat", "id": "mem1", "sn": mem1.serial})]
+    # A second plug of the same device brings backends of its own.
+    again = hotplug_commands(mem1, None, plug=1)
+    assert again[0][1]["id"] == again[1][1]["volatile-memdev"] == "mem1.vmem.1"
+    facts = topology_facts(topo)
+    assert (facts["ram_regions"], facts["absent_devices"]) == (1, 1)
+
+
+HOTPLUG_BAD = {
+    "hotplug: {add: mem1, remove: mem1}": "steps[1].hotplug: hotplug takes exactly one of add, "
+                                          "remove",
+    "hotplug: {}": "steps[1].hotplug: hotplug takes exactly one of add, remove",
+    "hotplug: {add: 'mem 1'}": "steps[1].hotplug.add: 'mem 1' is not a valid name (a letter, "
+                               "then letters, digits, '-' or '_', at most 40), nor a template",
+    "hotplug: {remove: mem1, settle: 0}": "steps[1].hotplug.settle: must be greater than 0",
+}
+
+
+@pytest.mark.parametrize("step", list(HOTPLUG_BAD), ids=range(len(HOTPLUG_BAD)))
+def test_bad_hotplug_steps_are_located(tmp_path: Path, step: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true'}\n"
+                    f"  - {{id: f, {step}}}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    said = [str(p).replace(str(tmp_path) + "/", "") for p in info.value.problems]
+    assert any(p.startswith("x.yaml:6:") and HOTPLUG_BAD[step] in p for p in said), said

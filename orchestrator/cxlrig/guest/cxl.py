@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +52,12 @@ class NodeState:
     distances: tuple[int, ...]
 
 
-def create_regions(session: GuestSession, topo: m.Topology,
-                   window_bases: dict[str, int]) -> list[RegionState]:
-    """Create, commit and online every region of ``topo``, in file order."""
+def create_regions(session: GuestSession, topo: m.Topology, window_bases: dict[str, int],
+                   regions: Sequence[m.Region] | None = None) -> list[RegionState]:
+    """Create, commit and online ``regions`` (by default every region of ``topo``
+    made at boot), in file order."""
     states = []
-    for r in topo.regions:
+    for r in topo.booted_regions if regions is None else regions:
         base = window_bases.get(r.window)
         if base is None:
             raise BringUpError(f"region '{r.id}': window '{r.window}' is not mapped")
@@ -150,10 +152,14 @@ def verify(topo: m.Topology, regions: list[RegionState], state: GuestState) -> l
     nodes = state.nodes
     serials = set(state.memdev_serials.values())
     for d in topo.devices:
-        if d.serial not in serials:
+        if not d.present:
+            if d.serial in serials:
+                problems.append(f"device '{d.id}' (serial {d.serial:#x}) is there at boot, "
+                                "but the topology says it is not present")
+        elif d.serial not in serials:
             problems.append(f"device '{d.id}' (serial {d.serial:#x}): no memdev in the guest")
     by_id = {r.id: r for r in regions}
-    for r in topo.regions:
+    for r in topo.booted_regions:
         st = by_id.get(r.id)
         if st is None:
             problems.append(f"region '{r.id}': not created")
@@ -174,7 +180,8 @@ def verify(topo: m.Topology, regions: list[RegionState], state: GuestState) -> l
             problems.append(f"region '{r.id}': NUMA node {st.node} does not exist")
             continue
         if r.online in ("movable", "normal"):
-            expected = sum(x.size for x in topo.regions if x.node == r.node and x.type == "ram"
+            expected = sum(x.size for x in topo.booted_regions
+                           if x.node == r.node and x.type == "ram"
                            and x.online in ("movable", "normal"))
             if node.mem_total != expected:
                 problems.append(f"region '{r.id}': node {st.node} has {node.mem_total >> 20} MiB,"

@@ -263,6 +263,11 @@ class Machine:
         assert self._proc is not None
         return self._proc.wait(timeout)
 
+    def cdat_file(self, device: str) -> Path | None:
+        """The CDAT file written for ``device`` before launch, if the topology gives it one."""
+        path = self.run_dir.path / f"{device}.cdat"
+        return path if path.is_file() else None
+
     def qmp(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
         if self._qmp is None:
             raise MachineError(f"QMP {cmd}: the machine is not running")

@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any
 
 from cxlrig.qemu.firmware import cdat_tables, firmware_args
 from cxlrig.topology import model as m
@@ -116,7 +117,9 @@ def cxl_args(topo: m.Topology, cdat_dir: PurePath | None = None) -> list[str]:
             out += _opt("-device", "cxl-downstream", port=dsp.port, bus=sw.id, id=dsp.id,
                         chassis=dsp.chassis, slot=dsp.slot)
     for d in topo.devices:
-        out += device_args(d, cdat_dir / f"{d.id}.cdat" if cdat_dir and d.id in cdat else None)
+        if d.present:  # the others come later, through hotplug_commands()
+            out += device_args(d, cdat_dir / f"{d.id}.cdat" if cdat_dir and d.id in cdat
+                               else None)
     if topo.windows:
         # QEMU wants every cxl-fmw.* parameter in one option ("Parameters
         # 'cxl-fmw.*' used inconsistently" otherwise).
@@ -124,23 +127,53 @@ def cxl_args(topo: m.Topology, cdat_dir: PurePath | None = None) -> list[str]:
     return out
 
 
-def device_args(d: m.Device, cdat: PurePath | None = None) -> list[str]:
-    out: list[str] = []
+def _device_parts(d: m.Device, cdat: PurePath | None) -> tuple[list[tuple[str, int]],
+                                                                 dict[str, object]]:
+    """A type-3 device's memory backends (id, size) and its -device properties."""
+    backends: list[tuple[str, int]] = []
     kv: dict[str, object] = {"bus": d.bus}
     for size, memdev, key in ((d.volatile, d.volatile_memdev, "volatile-memdev"),
                               (d.persistent, d.persistent_memdev, "persistent-memdev"),
                               (d.lsa, d.lsa_memdev, "lsa"),
                               (d.dc_size, d.dc_memdev, "volatile-dc-memdev")):
         if size:
-            out += _opt("-object", "memory-backend-ram", id=memdev, size=size_arg(size))
+            backends.append((memdev, size))
             kv[key] = memdev
     if d.dc_size:
         kv["num-dc-regions"] = d.dc_regions
     if cdat is not None:
-        kv["cdat"] = escape(cdat)
+        kv["cdat"] = cdat
     kv["id"] = d.id
-    kv["sn"] = hex(d.serial)
-    out += ["-device", ",".join(["cxl-type3", *(f"{k}={v}" for k, v in kv.items())])]
+    kv["sn"] = d.serial
+    return backends, kv
+
+
+def device_args(d: m.Device, cdat: PurePath | None = None) -> list[str]:
+    backends, kv = _device_parts(d, cdat)
+    out: list[str] = []
+    for memdev, size in backends:
+        out += _opt("-object", "memory-backend-ram", id=memdev, size=size_arg(size))
+    props = [f"{k}={escape(v) if isinstance(v, PurePath) else v}" for k, v in kv.items()
+             if k != "sn"] + [f"sn={d.serial:#x}"]
+    return [*out, "-device", ",".join(["cxl-type3", *props])]
+
+
+def hotplug_commands(d: m.Device, cdat: PurePath | None = None, plug: int = 0
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """The QMP commands that plug ``d`` into its (empty) port of a running machine:
+    its memory backends, then the device, with the properties -device would give.
+
+    ``plug`` counts earlier plugs of the same device: QEMU 10 keeps a removed
+    type-3 device's backends marked in use, so each plug gets backends of its own.
+    """
+    backends, kv = _device_parts(d, cdat)
+    renamed = {memdev: memdev if not plug else f"{memdev}.{plug}" for memdev, _ in backends}
+    out: list[tuple[str, dict[str, Any]]] = [
+        ("object-add", {"qom-type": "memory-backend-ram", "id": renamed[memdev], "size": size})
+        for memdev, size in backends]
+    props = {k: str(v) if isinstance(v, PurePath) else renamed.get(str(v), v)
+             for k, v in kv.items()}
+    out.append(("device_add", {"driver": "cxl-type3", **props}))
     return out
 
 

@@ -209,6 +209,9 @@ def _faults(run: Run) -> str:
     the field-by-field comparison."""
     rows = []
     for s in run.steps:
+        if s.kind == "hotplug" and isinstance(s.data, dict):
+            rows.append(_hotplug_row(s))
+            continue
         if s.kind not in ("inject", "dcd") or not isinstance(s.data, dict):
             continue
         d = s.data
@@ -265,8 +268,32 @@ def _faults(run: Run) -> str:
     if not rows:
         return ""
     return ("<h4>Faults and the guest's reaction</h4><table><thead><tr><th>step</th>"
-            "<th>injected</th><th>the guest kernel logged</th><th>round trip</th></tr>"
+            "<th>injected</th><th>the guest kernel logged</th><th>outcome</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _hotplug_row(s: Step) -> str:
+    d = s.data
+    commands = "".join(f"<pre>{_e(c.get('execute'))} {_e(json_value(c.get('arguments')))}</pre>"
+                       for c in d.get("qmp", []) if isinstance(c, dict))
+    injected = f"<b>hotplug {_e(d.get('action'))}</b><br>device {_e(d.get('device'))}{commands}"
+    if "refused" in d:
+        injected += f"QEMU refused: <code>{_e(d['refused'])}</code>"
+    after = d.get("after") or {}
+    logged = (f"memdevs {_e(json_value(after.get('memdevs')))}, regions committed "
+              f"{_e(json_value(after.get('regions')))}, node memory (kB) "
+              f"{_e(json_value(after.get('node_kb')))}")
+    dmesg = d.get("dmesg") or []
+    if dmesg:
+        logged += (f"<details><summary>kernel log ({len(dmesg)} line"
+                   f"{'s' * (len(dmesg) != 1)})</summary>"
+                   f"<pre>{_e(_cut(chr(10).join(dmesg)))}</pre></details>")
+    what = "the guest showed the memdev" if d.get("action") == "add" else "QEMU let it go"
+    verdict = (f"{what} after {_e(d.get('seconds'))} s" if d.get("done") else
+               f'<span class="muted">not done: {what.replace("showed", "did not show")}'
+               "</span>")
+    step = f"<code>{_e(s.id)}</code>" if s.id else '<span class="muted">—</span>'
+    return f"<tr><td>{step}</td><td>{injected}</td><td>{logged}</td><td>{verdict}</td></tr>"
 
 
 def _check_rows(checks: Iterable[Check]) -> str:

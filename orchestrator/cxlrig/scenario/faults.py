@@ -350,7 +350,7 @@ def resolve_target(spec: TargetSpec, topo: Topology, guest: Guest, ctx: Context)
     return Target(device, dpa)
 
 
-def _device(topo: Topology, device: str) -> Device:
+def device_of(topo: Topology, device: str) -> Device:
     """The topology's ``device``, or a FaultError naming the devices there are."""
     for d in topo.devices:
         if d.id == device:
@@ -372,7 +372,7 @@ def resolved(spec: M, ctx: Context) -> M:
 
 def _memdev(topo: Topology, guest: Guest, device: str) -> tuple[int, str]:
     """Serial and kernel memdev name of a topology device, or a FaultError."""
-    serial = _device(topo, device).serial
+    serial = device_of(topo, device).serial
     memdev = guest.memdevs.get(device)
     if memdev is None:
         raise FaultError(f"device '{device}' (serial {serial:#x}) has no memdev in the guest")
@@ -430,7 +430,7 @@ def run_inject(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step
     kind = inject.kind
     device = getattr(spec, "device", None)
     if device is not None:
-        _device(topo, device)
+        device_of(topo, device)
     target = resolve_target(spec, topo, guest, ctx) if isinstance(spec, TargetSpec) else None
     device = fault_device(inject, target)
     serial, memdev = _memdev(topo, guest, device)
@@ -489,7 +489,7 @@ def run_dcd(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step:
     assert st.dcd is not None
     dcd = resolved(st.dcd, ctx)
     device = dcd.spec.device
-    if not _device(topo, device).dc_size:
+    if not device_of(topo, device).dc_size:
         raise FaultError(f"device '{device}' has no dynamic capacity in topology {topo.name}")
     _, memdev = _memdev(topo, guest, device)
     execute, arguments = dcd_command(dcd)

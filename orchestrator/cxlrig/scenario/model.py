@@ -319,8 +319,28 @@ class DcdSpec(_Strict):
         return found
 
 
+class HotplugSpec(_Strict):
+    """A type-3 device added to its empty port, or removed from it (device_add/_del)."""
+
+    #: A device the topology declares with ``present: false`` (or one removed earlier).
+    add: DeviceRef | None = None
+    remove: DeviceRef | None = None
+    #: With add: then create and online every region whose devices are now all present.
+    regions: bool = True
+    #: Seconds the guest is given to see the device come or go.
+    settle: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: QEMU refusing the command is an outcome to record, not a failed run.
+    may_refuse: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> HotplugSpec:
+        if (self.add is None) == (self.remove is None):
+            raise ValueError("hotplug takes exactly one of add, remove")
+        return self
+
+
 #: What a step does: exactly one of these.
-ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject", "dcd")
+ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject", "dcd", "hotplug")
 
 
 class StepSpec(_Strict):
@@ -340,6 +360,8 @@ class StepSpec(_Strict):
     inject: InjectSpec | None = None
     #: Dynamic capacity added or released.
     dcd: DcdSpec | None = None
+    #: A device added to or removed from the running machine.
+    hotplug: HotplugSpec | None = None
     user: Literal["root", "user"] = "root"
     #: Parse the last line of stdout that is a JSON object into the step's data.
     json_: bool = Field(default=False, alias="json")
@@ -427,6 +449,8 @@ class RequiresSpec(_Strict):
     pmem_regions: Annotated[int, Field(ge=0)] = 0
     #: Dynamic-capacity devices.
     dc_devices: Annotated[int, Field(ge=0)] = 0
+    #: Devices absent at boot (``present: false``), for hotplug steps to add.
+    absent_devices: Annotated[int, Field(ge=0)] = 0
     #: The TCG plugin: a topology that insists on KVM cannot give it.
     plugin: bool = False
 
@@ -437,7 +461,8 @@ class RequiresSpec(_Strict):
         for key, what in (("ram_regions", "ram region(s) onlined as a node"),
                           ("dram_nodes", "DRAM node(s)"), ("cpus", "CPU(s)"),
                           ("pmem_regions", "pmem region(s)"),
-                          ("dc_devices", "dynamic-capacity device(s)")):
+                          ("dc_devices", "dynamic-capacity device(s)"),
+                          ("absent_devices", "device(s) absent at boot for hotplug")):
             want = getattr(self, key)
             if have[key] < want:
                 lacks.append(f"needs {want} {what}, has {have[key]}")
@@ -452,13 +477,15 @@ class RequiresSpec(_Strict):
 
 def topology_facts(topo: Topology) -> dict[str, int]:
     """What a topology offers, in the terms of :class:`RequiresSpec`."""
-    ram = [r for r in topo.regions if r.type == "ram" and r.online != "devdax"]
+    booted = topo.booted_regions
+    ram = [r for r in booted if r.type == "ram" and r.online != "devdax"]
     return {
         "ram_regions": len(ram),
         "dram_nodes": len(topo.nodes),
         "cpus": topo.cpus,
-        "devdax": int(any(r.online == "devdax" for r in topo.regions)),
-        "pmem_regions": sum(1 for r in topo.regions if r.type == "pmem"),
+        "devdax": int(any(r.online == "devdax" for r in booted)),
+        "pmem_regions": sum(1 for r in booted if r.type == "pmem"),
+        "absent_devices": sum(1 for d in topo.devices if not d.present),
         "dc_devices": sum(1 for d in topo.devices if d.dc_size),
         "plugin": int(topo.accel != "kvm"),
         "devices": len(topo.devices),

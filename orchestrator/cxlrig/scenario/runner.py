@@ -41,6 +41,7 @@ from cxlrig.results import (
     load_results,
 )
 from cxlrig.scenario.faults import fault_checks, run_dcd, run_inject
+from cxlrig.scenario.hotplug import run_hotplug
 from cxlrig.scenario.model import ExpectSpec, MeasureSpec, ScenarioSpec, StepSpec
 from cxlrig.scenario.tap import parse as tap_parse
 from cxlrig.timeouts import TIMEOUTS
@@ -93,7 +94,7 @@ class Context:
         self.on_dram_node = on_dram_node
         #: The machine as booted: fault steps name its devices.
         self.topology = topo
-        ram = [r for r in topo.regions if r.type == "ram"]
+        ram = [r for r in topo.booted_regions if r.type == "ram"]
         self.vars: dict[str, Any] = {
             "variant": variant,
             "topology": topo.name,
@@ -101,8 +102,8 @@ class Context:
             "cxl_node": ram[0].node if ram else -1,
             "cxl_nodes": ",".join(str(n) for n in sorted({r.node for r in ram})),
             # Counts a bring-up check compares the guest with.
-            "devices": len(topo.devices),
-            "regions": len(topo.regions),
+            "devices": sum(1 for d in topo.devices if d.present),
+            "regions": len(topo.booted_regions),
             "dram_nodes": len(topo.nodes),
             "nodes": len(topo.nodes) + sum(1 for r in ram if r.online != "devdax"),
         }
@@ -122,6 +123,8 @@ class Context:
         self.dram_cpus: str | None = ",".join(str(c) for c in topo.nodes[0].cpus) \
             if len(with_cpus) > 1 and topo.nodes[0].cpus else None
         self.steps: dict[str, Step] = {}
+        #: Devices plugged in by hotplug steps: how often each was.
+        self.plugs: dict[str, int] = {}
         #: The kernel's selftests, when the scenario runs any (None: none built).
         self.selftests: Selftests | None = None
 
@@ -255,6 +258,8 @@ def step_label(st: StepSpec) -> str:
         return f"inject: {st.inject.kind}"
     if st.dcd is not None:
         return f"dcd: {st.dcd.kind}"
+    if st.hotplug is not None:
+        return f"hotplug: {st.hotplug.add or st.hotplug.remove}"
     if st.kselftest is not None:
         return st.kselftest
     return f"mark: {st.mark}" if st.mark is not None else "promote"
@@ -290,6 +295,8 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
         return run_inject(st, guest, ctx, ctx.topology)
     if st.dcd is not None:
         return run_dcd(st, guest, ctx, ctx.topology)
+    if st.hotplug is not None:
+        return run_hotplug(st, guest, ctx, ctx.topology)
     kind = "mark" if st.mark is not None else "promote"
     hook = hooks.get(kind)
     if hook is None:
@@ -476,7 +483,7 @@ def run_scenario(spec: ScenarioSpec, variant: str, image: GuestImage, results_di
                     ctx.vars[f"memdev_{device}"] = memdev
                 if "cxl_device" in ctx.vars:
                     ctx.vars["cxl_memdev"] = guest.memdevs.get(ctx.vars["cxl_device"], "")
-                    first = next(r for r in topo.regions if r.type == "ram")
+                    first = next(r for r in topo.booted_regions if r.type == "ram")
                     ctx.vars["cxl_region"] = ctx.vars.get(f"region_name_{first.id}", "")
                 if session:
                     session.attach(guest)

@@ -108,6 +108,8 @@ class Device:
     serial: int
     dc_size: int
     dc_regions: int
+    #: False: its port is empty at boot, until a hotplug step adds it.
+    present: bool = True
 
     @property
     def volatile_memdev(self) -> str:
@@ -154,6 +156,8 @@ class Region:
     online: str | None  # "movable" | "normal" | "devdax" for ram
     node: int
     performance: Performance
+    #: A device of it starts absent: the region is made once they are all added.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,11 @@ class Topology:
             return self
         first = replace(self.nodes[0], cpus=(*self.nodes[0].cpus, *range(self.cpus, cpus)))
         return replace(self, cpus=cpus, nodes=(first, *self.nodes[1:]))
+
+    @property
+    def booted_regions(self) -> tuple[Region, ...]:
+        """The regions made at boot (all but those waiting for a hot-added device)."""
+        return tuple(r for r in self.regions if not r.deferred)
 
     @property
     def has_cxl(self) -> bool:

@@ -105,6 +105,8 @@ class DeviceSpec(_Strict):
     lsa: Size | None = None
     serial: Annotated[int, Field(ge=0, lt=1 << 64)] | None = None
     dynamic_capacity: DynamicCapacitySpec | None = None
+    #: false: the port is empty at boot; a scenario's hotplug step adds the device.
+    present: bool = True
 
 
 class WindowSpec(_Strict):

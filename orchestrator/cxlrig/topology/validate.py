@@ -8,6 +8,7 @@ the meaning checks run when the shape is right, since they need it.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path as FsPath
@@ -68,15 +69,21 @@ def _check(doc: Located) -> m.Topology:
     return _Checker(doc, spec).run()
 
 
+_BRANCH = re.compile(r"^(?:(?:constrained-)?(?:str|int|float|bool|bytes)|.*\[.*\])$")
+
+
 def shape_problems(doc: Located, exc: ValidationError,
                    root: type[BaseModel]) -> list[Problem]:
     """Pydantic's errors as located problems, in the house wording."""
     problems = []
     seen = set()
+    #: Where a value may also be a template (``${...}``): a union's other branch.
+    templates: set[Path] = set()
     for err in exc.errors():
         loc: Path = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        # Pydantic names the branch of an Optional it tried; the user never wrote it.
-        loc = tuple(p for p in loc if p not in ("function-after[...]",))
+        # Pydantic names the branch of an Optional or a union it tried
+        # ("function-after[...]", "constrained-str"); the user never wrote it.
+        loc = tuple(p for p in loc if not isinstance(p, str) or not _BRANCH.match(p))
         kind = err["type"]
         if kind == "extra_forbidden":
             parent = _model_at(root, loc[:-1])
@@ -87,6 +94,10 @@ def shape_problems(doc: Located, exc: ValidationError,
             msg = "required key is missing"
         elif kind == "value_error":
             msg = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        elif kind == "string_pattern_mismatch" and \
+                str(err.get("ctx", {}).get("pattern", "")).startswith("^\\$"):
+            templates.add(loc)  # said once, with the other branch's message
+            continue
         elif kind == "string_pattern_mismatch":
             msg = (f"{err['input']!r} is not a valid name (a letter, then letters, digits, "
                    "'-' or '_', at most 40)")
@@ -106,8 +117,15 @@ def shape_problems(doc: Located, exc: ValidationError,
         if key in seen:
             continue
         seen.add(key)
-        problems.append(doc.problem(loc, msg))
-    return sorted(problems, key=lambda p: (p.line, p.col, p.message))
+        problems.append((loc, msg))
+    said = {loc for loc, _ in problems}
+    problems += [(loc, "is not a template") for loc in templates - said]
+    located = [doc.problem(loc, msg + (", nor a template (${step.field} or ${variable})"
+                                       if loc in templates and msg != "is not a template"
+                                       else " (${step.field} or ${variable})"
+                                       if loc in templates else ""))
+               for loc, msg in problems]
+    return sorted(located, key=lambda p: (p.line, p.col, p.message))
 
 
 def _show(value: Any) -> str:
@@ -526,7 +544,8 @@ class _Checker:
                 host_bridge=parent.host_bridge,
                 volatile=d.volatile, persistent=d.persistent, lsa=d.lsa or 0,
                 serial=d.serial if d.serial is not None else next(auto_serial),
-                dc_size=dc.size if dc else 0, dc_regions=dc.regions if dc else 0))
+                dc_size=dc.size if dc else 0, dc_regions=dc.regions if dc else 0,
+                present=d.present))
 
         n_dram = len(nodes)
         windows = [m.Window(i, w.id, tuple(w.targets), w.size, w.granularity, n_dram + i)
@@ -544,7 +563,8 @@ class _Checker:
             gran = r.granularity or (win.granularity if win.ways > 1 else 4096)
             online = r.online or ("movable" if r.type == "ram" else None)
             regions.append(m.Region(r.id, r.window, r.type, tuple(r.devices), ways, gran, size,
-                                    online, win.node, _perf(r.performance)))
+                                    online, win.node, _perf(r.performance),
+                                    deferred=not all(dev_by_id[d].present for d in r.devices)))
 
         return m.Topology(
             name=spec.name, description=spec.description, source=self.doc.file,
