@@ -14,6 +14,7 @@ person reads (and the only place byte arrays such as ``comp_id`` show).
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,19 +193,23 @@ class TraceWindow:
         lines = res.stdout.strip().splitlines()
         self._dmesg_start = int(lines[-1]) + 1 if lines and lines[-1].isdigit() else 1
 
-    def collect(self, expect: dict[str, int], settle: float) -> Observed:
+    def collect(self, expect: dict[str, int], settle: float,
+                log_text: str | None = None) -> Observed:
         """Wait up to ``settle`` s until each event in ``expect`` was logged that
-        many times, then read everything that was logged."""
+        many times (and the kernel log shows ``log_text``), then read everything
+        that was logged."""
         start = time.monotonic()
         wanted = {k: v for k, v in expect.items() if v > 0}
-        counts: dict[str, int] = {}
-        while wanted:
-            res = self.session.run(
-                " ; ".join(f"echo {e} $({_COUNT.format(events=e)})" for e in wanted),
-                timeout=None)
+        checks = [f"echo {e} $({_COUNT.format(events=e)})" for e in wanted]
+        if log_text is not None:
+            checks.append(f"echo log $(dmesg | tail -n +{self._dmesg_start} | "
+                          f"grep -c -F -e {shlex.quote(log_text)})")
+        while checks:
+            res = self.session.run(" ; ".join(checks), timeout=None)
             counts = {w[0]: int(w[1]) for line in res.stdout.splitlines()
                       if len(w := line.split()) == 2 and w[1].isdigit()}
-            if all(counts.get(e, 0) >= n for e, n in wanted.items()):
+            if all(counts.get(e, 0) >= n for e, n in wanted.items()) and \
+                    (log_text is None or counts.get("log", 0) > 0):
                 break
             if time.monotonic() - start > settle:
                 break

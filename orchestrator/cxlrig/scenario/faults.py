@@ -390,7 +390,8 @@ class _Sent:
 
 def _send_and_watch(guest: Guest, execute: str, arguments: dict[str, Any], *,
                     may_refuse: bool, settle: float, expect: dict[str, int],
-                    then: Callable[[], Any] | None = None, linger: bool = False) -> _Sent:
+                    then: Callable[[], Any] | None = None, linger: bool = False,
+                    log_text: str | None = None) -> _Sent:
     """Arm the trace, send the command (``then`` runs after it, in the guest), wait up
     to ``settle`` s for ``expect`` (with ``linger`` and nothing to expect, all of
     it), and read what came. QEMU refusing the command ends the step, unless
@@ -413,7 +414,7 @@ def _send_and_watch(guest: Guest, execute: str, arguments: dict[str, Any], *,
     if linger and not expect and "refused" not in qmp:
         time.sleep(settle)
         lingered = settle
-    seen = window.collect(expect, settle)
+    seen = window.collect(expect, settle, log_text if "refused" not in qmp else None)
     records = [{**r.as_json(), **observed_fields(r)} for r in seen.records]
     data.update(records=records,
                 count={e: sum(1 for r in records if r["event"] == e)
@@ -442,7 +443,8 @@ def run_inject(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Step
     sent = _send_and_watch(
         guest, execute, arguments, may_refuse=inject.may_refuse, settle=inject.settle,
         expect={event: 1} if reads_list or not isinstance(spec, PoisonSpec) else {},
-        then=(lambda: trigger_poison_list(guest.session, memdev)) if reads_list else None)
+        then=(lambda: trigger_poison_list(guest.session, memdev)) if reads_list else None,
+        log_text=inject.wait_log)
     data: dict[str, Any] = {
         "fault": kind, "device": device, "memdev": memdev, "event": event,
         "target": asdict(target) if target is not None else None, **sent.data}

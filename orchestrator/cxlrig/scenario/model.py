@@ -229,6 +229,9 @@ class InjectSpec(_Strict):
     roundtrip: bool = True
     #: QEMU refusing the command is an outcome to record, not a failed run.
     may_refuse: bool = False
+    #: Also wait (within settle) until the kernel log shows this text: what
+    #: the kernel does after logging the record (an AER recovery) is then done.
+    wait_log: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> InjectSpec:
