@@ -133,6 +133,8 @@ def expected_devices(topo: m.Topology) -> list[FoundDevice]:
                             {"port": d.port, "chassis": d.chassis, "slot": d.slot})
                 for d in sw.downstream]
     for d in topo.devices:
+        if not d.present:
+            continue  # its port is empty until a hotplug step adds it
         props = {"sn": d.serial}
         for size, key in ((d.volatile, "volatile-memdev"), (d.persistent, "persistent-memdev"),
                           (d.lsa, "lsa"), (d.dc_size, "volatile-dc-memdev")):
