@@ -124,8 +124,8 @@ class _EventCommon(_Strict):
     flags: U8 = 0
 
 
-class GeneralMediaSpec(TargetSpec, _EventCommon):
-    """A General Media Event record (CXL r3.0 8.2.9.2.1.1)."""
+class _MediaEvent(TargetSpec, _EventCommon):
+    """What General Media and DRAM event records share (CXL r3.0 Tables 8-43, 8-44)."""
 
     #: The DPA's flag bits (1:0: volatile, not repairable).
     dpa_flags: Annotated[int, Field(ge=0, le=3)] = 0
@@ -134,6 +134,11 @@ class GeneralMediaSpec(TargetSpec, _EventCommon):
     transaction_type: U8 = 0
     channel: U8 | None = None
     rank: U8 | None = None
+
+
+class GeneralMediaSpec(_MediaEvent):
+    """A General Media Event record (CXL r3.0 8.2.9.2.1.1)."""
+
     #: The record's "device" field: a bit mask of the devices in the rank.
     device_mask: U24 | None = None
     #: Up to 15 characters (the record holds 16 bytes, NUL-terminated by QEMU).
@@ -141,15 +146,9 @@ class GeneralMediaSpec(TargetSpec, _EventCommon):
                                        pattern=r"^[ -~]+$")] | None = None
 
 
-class DramSpec(TargetSpec, _EventCommon):
+class DramSpec(_MediaEvent):
     """A DRAM Event record (CXL r3.0 8.2.9.2.1.2)."""
 
-    dpa_flags: Annotated[int, Field(ge=0, le=3)] = 0
-    descriptor: U8 = 0
-    type: U8 = 0
-    transaction_type: U8 = 0
-    channel: U8 | None = None
-    rank: U8 | None = None
     nibble_mask: U24 | None = None
     bank_group: U8 | None = None
     bank: U8 | None = None
