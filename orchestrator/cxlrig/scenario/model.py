@@ -27,6 +27,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _exactly_one(model: BaseModel, keys: tuple[str, ...], says: str) -> None:
+    """Raise unless exactly one of ``keys`` is given: "<says> exactly one of ... (has ...)"."""
+    given = [k for k in keys if getattr(model, k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"{says} exactly one of {', '.join(keys)}"
+                         + (f" (has {', '.join(given)})" if given else ""))
+
+
 class PromoteSpec(_Strict):
     """Move the hottest pages of a node, as the plugin ranked them in a phase."""
 
@@ -179,10 +187,7 @@ class EventSpec(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> EventSpec:
-        given = [k for k in EVENT_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"an event is exactly one of {', '.join(EVENT_KINDS)}"
-                             + (f" (has {', '.join(given)})" if given else ""))
+        _exactly_one(self, EVENT_KINDS, "an event is")
         return self
 
     @property
@@ -234,10 +239,7 @@ class InjectSpec(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> InjectSpec:
-        given = [k for k in FAULT_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"inject takes exactly one of {', '.join(FAULT_KINDS)}"
-                             + (f" (has {', '.join(given)})" if given else ""))
+        _exactly_one(self, FAULT_KINDS, "inject takes")
         return self
 
     @property
@@ -306,8 +308,7 @@ class DcdSpec(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> DcdSpec:
-        if (self.add is None) == (self.release is None):
-            raise ValueError("dcd takes exactly one of add, release")
+        _exactly_one(self, ("add", "release"), "dcd takes")
         return self
 
     @property
@@ -336,8 +337,7 @@ class HotplugSpec(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> HotplugSpec:
-        if (self.add is None) == (self.remove is None):
-            raise ValueError("hotplug takes exactly one of add, remove")
+        _exactly_one(self, ("add", "remove"), "hotplug takes")
         return self
 
 
@@ -380,10 +380,7 @@ class StepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_action(self) -> StepSpec:
-        given = [k for k in ACTIONS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)}"
-                             + (f" (has {', '.join(given)})" if given else ""))
+        _exactly_one(self, ACTIONS, "a step needs")
         if self.foreach is not None and len(self.foreach) != 1:
             raise ValueError("foreach takes one variable: {NAME: [values...]}")
         return self
