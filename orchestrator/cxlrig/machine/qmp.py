@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 class QmpError(CxlrigError):
     """A QMP command failed or the connection broke."""
 
+    def __init__(self, message: str, desc: str | None = None) -> None:
+        super().__init__(message)
+        #: QEMU's own description of why it refused a command (None: no answer).
+        self.desc = desc
+
 
 class Qmp:
     """One QMP connection on its own event loop."""
@@ -41,7 +46,8 @@ class Qmp:
             return self._loop.run_until_complete(
                 asyncio.wait_for(self._client.execute(cmd, args), timeout))
         except ExecuteError as exc:
-            raise QmpError(f"QMP {cmd} {args or ''} failed: {exc.error.error.desc}") from exc
+            raise QmpError(f"QMP {cmd} {args or ''} failed: {exc.error.error.desc}",
+                           exc.error.error.desc) from exc
         except TimeoutError as exc:
             raise QmpError(f"QMP {cmd} did not answer within {timeout:.0f} s") from exc
         except (QMPError, OSError, EOFError) as exc:

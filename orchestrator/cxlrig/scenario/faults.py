@@ -403,9 +403,9 @@ def _send_and_watch(guest: Guest, execute: str, arguments: dict[str, Any], *,
     try:
         qmp["reply"] = guest.machine.qmp(execute, arguments)
     except QmpError as exc:
-        if not may_refuse:
+        if not may_refuse or exc.desc is None:
             raise
-        qmp["refused"] = str(exc).split(" failed: ", 1)[-1]
+        qmp["refused"] = exc.desc
         expect = {}
     data: dict[str, Any] = {"qmp": qmp}
     if "refused" not in qmp and then is not None:

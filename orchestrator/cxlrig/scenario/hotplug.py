@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from cxlrig.guest.cxl import create_regions
+from cxlrig.guest.cxl import create_regions, read_state
 from cxlrig.guest.ras import TraceWindow
 from cxlrig.machine.qmp import QmpError
 from cxlrig.qemu.args import hotplug_commands
@@ -32,30 +32,15 @@ if TYPE_CHECKING:
 
 #: How often a hotplug step looks again.
 _POLL_S = 0.25
-#: What the guest shows of its CXL memory: memdevs by serial, regions, nodes' memory.
-_STATE = r"""
-cd /sys/bus/cxl/devices && for m in mem[0-9]*; do
-  [ -e $m/serial ] && echo "mem $m $(cat $m/serial)"; done
-for r in region[0-9]*; do [ -e $r/commit ] && echo "region $r $(cat $r/commit)"; done
-for n in /sys/devices/system/node/node[0-9]*; do
-  echo "node ${n##*node} $(awk '/MemTotal/ {print $4}' $n/meminfo)"; done
-true
-"""
 
 
 def guest_cxl_state(guest: Guest) -> dict[str, Any]:
-    """The guest's memdevs (name -> serial), regions (name -> committed) and nodes (kB)."""
-    res = guest.session.run(_STATE, timeout=None)
-    out: dict[str, Any] = {"memdevs": {}, "regions": {}, "node_kb": {}}
-    for line in res.stdout.splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "mem":
-            out["memdevs"][words[1]] = int(words[2], 0)
-        elif len(words) == 3 and words[0] == "region":
-            out["regions"][words[1]] = int(words[2])
-        elif len(words) == 3 and words[0] == "node":
-            out["node_kb"][words[1]] = int(words[2])
-    return out
+    """The guest's memdevs (name -> serial), regions (name -> committed) and nodes (kB),
+    as bring-up's :func:`cxlrig.guest.cxl.read_state` reads them."""
+    state = read_state(guest.session)
+    return {"memdevs": dict(state.memdev_serials),
+            "regions": {name: int(commit == "commit") for name, commit in state.regions.items()},
+            "node_kb": {str(n): node.mem_total // 1024 for n, node in state.nodes.items()}}
 
 
 def _in_qemu(guest: Guest, device: str) -> bool:
@@ -94,9 +79,9 @@ def run_hotplug(st: StepSpec, guest: Guest, ctx: Context, topo: Topology) -> Ste
             sent.append({"execute": execute, "arguments": arguments,
                          "reply": guest.machine.qmp(execute, arguments)})
     except QmpError as exc:
-        if not spec.may_refuse:
+        if not spec.may_refuse or exc.desc is None:
             raise
-        data["refused"] = str(exc).split(" failed: ", 1)[-1]
+        data["refused"] = exc.desc
     took: float | None = None
     memdev: str | None = None
     if "refused" not in data:
