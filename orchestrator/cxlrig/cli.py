@@ -195,6 +195,20 @@ def cmd_kernel_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel_checkpatch(args: argparse.Namespace) -> int:
+    from cxlrig.images.kernel import checkpatch
+
+    variant = _variant(args)
+    with err.status("checkpatch...") as status:
+        results = checkpatch(variant, tree=args.tree, progress=_progress(status))
+    for r in results:
+        if args.verbose or r.errors or r.warnings or r.checks:
+            out.print(r.output.rstrip(), markup=False)
+        err.print(f"{r.patch.name}: {r.errors} errors, {r.warnings} warnings, "
+                  f"{r.checks} checks", markup=False)
+    return 1 if any(r.errors for r in results) else 0
+
+
 def cmd_guest_build(args: argparse.Namespace) -> int:
     from cxlrig.images.initramfs import build_initramfs
 
@@ -628,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
     kp.set_defaults(func=cmd_kernel_path)
     kp.add_argument("--variant", default="v2", choices=VARIANTS)
     kp.add_argument("--series", metavar="PATH", help=SERIES_HELP)
+
+    kc = ksub.add_parser("checkpatch", help="the base tree's checkpatch.pl --strict on a "
+                         "series; exit 1 on any error")
+    kc.set_defaults(func=cmd_kernel_checkpatch)
+    kc.add_argument("--variant", default="v2", choices=VARIANTS)
+    kc.add_argument("--series", metavar="PATH", help=SERIES_HELP)
+    kc.add_argument("--tree", type=Path, help="take checkpatch.pl from this kernel tree")
 
     sp = add("guest", lambda a: 2, "build the guest initramfs")
     gsub = sp.add_subparsers(dest="guest_command", required=True, metavar="ACTION")

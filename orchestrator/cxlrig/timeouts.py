@@ -29,6 +29,8 @@ class Timeouts:
     #: One of the kernel's selftests under TCG (migration.c: six cases of 20 s
     #: each, as long again with the harness's own waits).
     kselftest: float = 900.0
+    #: checkpatch.pl --strict on one patch (a few seconds for a 400-line patch).
+    checkpatch: float = 120.0
 
     def scaled(self) -> Timeouts:
         k = _scale()

@@ -54,6 +54,7 @@ from cxlrig.images.variants import (
     split_patches,
 )
 from cxlrig.paths import cache_dir, require_data
+from cxlrig.timeouts import TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -795,3 +796,66 @@ def _build_tree(
             f"{tree} ({v.name} config)",
             progress,
         )
+
+
+# ---- checkpatch ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpatchResult:
+    """What ``scripts/checkpatch.pl --strict`` said of one patch file."""
+
+    patch: Path
+    errors: int
+    warnings: int
+    checks: int
+    output: str
+
+
+_CHECKPATCH_TOTAL = re.compile(r"^total: (\d+) errors?, (\d+) warnings?, (?:(\d+) checks?, )?",
+                               re.MULTILINE)
+
+
+def checkpatch(
+    variant: str | Variant,
+    *,
+    tree: Path | None = None,
+    progress: ProgressFn | None = None,
+    tarball: Path = DEFAULT_TARBALL,
+) -> list[CheckpatchResult]:
+    """Run the base tree's ``scripts/checkpatch.pl --strict`` on each patch of ``variant``.
+
+    The base is ``tree`` if given, else the extracted source tarball (extracted
+    first if this machine never built a kernel). Raises :class:`KernelBuildError`
+    when checkpatch cannot run or prints no verdict.
+    """
+    v = resolve_variant(variant)
+    if tree is not None:
+        root = _check_tree(tree)
+    else:
+        source = _source(tarball)
+        src = _SourceTree(_kernel_cache() / f"src-{source.short}")
+        if not src.complete.is_file():  # extraction is atomic: no lock needed once done
+            with _locked(_kernel_cache() / "lock", progress):
+                src = _prepare_source(source, progress)
+        root = src.tree
+    script = root / "scripts" / "checkpatch.pl"
+    perl = shutil.which("perl")
+    if perl is None or not script.is_file():
+        raise KernelBuildError(f"cannot run checkpatch: {'perl' if perl is None else script} "
+                               "is missing")
+    results: list[CheckpatchResult] = []
+    for patch in v.patches:
+        proc = subprocess.run(
+            [perl, str(script), "--strict", "--no-color", "--no-summary-file",
+             f"--root={root}", str(patch)],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            timeout=TIMEOUTS.checkpatch)
+        m = _CHECKPATCH_TOTAL.search(proc.stdout)
+        if m is None:
+            raise KernelBuildError(f"checkpatch gave no verdict on {patch} (exit "
+                                   f"{proc.returncode})",
+                                   tail=(proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:])
+        results.append(CheckpatchResult(patch, int(m.group(1)), int(m.group(2)),
+                                        int(m.group(3) or 0), proc.stdout))
+    return results
