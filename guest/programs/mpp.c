@@ -1216,6 +1216,13 @@ static int cmd_move(void)
 			 * --stale. */
 			struct pm_entry e;
 			int err = -pagemap_get(pm_fd, unit_va(&r, i), &e);
+			/* A page the kernel is migrating (compaction, offlining)
+			 * is not present until it lands: touch it, which waits
+			 * for the migration, and look again. */
+			for (int tries = 0; !err && !e.present && tries < 100; tries++) {
+				(void)*(volatile char *)(uintptr_t)unit_va(&r, i);
+				err = -pagemap_get(pm_fd, unit_va(&r, i), &e);
+			}
 			if (err || !e.present || !e.pfn)
 				fail(err, "cannot translate page %zu to a physical address (%s); "
 					  "run as root, or use 'mpp phys --pa'",

@@ -84,7 +84,8 @@ def stage(root: Path) -> None:
     _copy(Path(BUSYBOX), root / "bin" / "busybox", 0o755)
     (root / "bin" / "sh").symlink_to("busybox")
     _copy(INIT_DIR / "init", root / "init", 0o755)
-    for script in ("cxlrig-region", "cxlrig-hold", "cxlrig-phase", "cxlrig-aer"):
+    for script in ("cxlrig-region", "cxlrig-hold", "cxlrig-phase", "cxlrig-aer",
+                   "cxlrig-offline-race", "cxlrig-damon"):
         _copy(INIT_DIR / script, root / "bin" / script, 0o755)
     _copy(INIT_DIR / "cxlrig-exec", root / "etc" / "cxlrig-exec.sh", 0o644)
     _copy(INIT_DIR / "profile", root / "etc" / "profile", 0o644)
