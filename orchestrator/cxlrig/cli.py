@@ -220,7 +220,8 @@ def cmd_guest_build(args: argparse.Namespace) -> int:
 
 
 def _image(variant: str | Variant, kernel: str | None, append: str = "",
-           add: Sequence[str] = (), selftests: bool = False) -> GuestImage:
+           add: Sequence[str] = (), selftests: bool = False,
+           tree: Path | None = None) -> GuestImage:
     """The guest image (with the files of --add), with a spinner while a kernel builds."""
     from cxlrig.images import guest_image
     from cxlrig.images.overlay import GuestFile
@@ -229,7 +230,7 @@ def _image(variant: str | Variant, kernel: str | None, append: str = "",
     name = variant if isinstance(variant, str) else variant.name
     with err.status(f"kernel {name}...") as status:
         return guest_image(variant, kernel, append, progress=_progress(status), add=files,
-                           selftests=selftests)
+                           selftests=selftests, tree=tree)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -239,7 +240,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from cxlrig.topology import load
 
     topo = load(args.file)
-    image = _image(_variant(args), args.kernel, args.append, args.add or ())
+    image = _image(_variant(args), args.kernel, args.append, args.add or (), tree=args.tree)
     choice = resolve_accel(args.accel or topo.accel, image.kernel)
     run = RunDir.create(runs_dir(), f"boot-{topo.name}")
     err.print(f"booting {topo.name} ({choice.accel}: {choice.reason}); run dir {run.path}",
@@ -320,7 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         series = [load_series(s) for s in args.series or []]
         results = run_suite(specs, results_dir, variants=args.variant, topology=args.topology,
                             image_for=lambda v: _image(v, args.kernel, add=args.add or (),
-                                                       selftests=selftests),
+                                                       selftests=selftests, tree=args.tree),
                             series=series,
                             hooks_factory=PluginSession.for_scenario, progress=progress)
     _report(results_dir)
@@ -594,6 +595,11 @@ SERIES_HELP = ("a patch series on the shipped sources: a directory of *.patch/*.
                "(variant.yaml says how to judge it) or one mbox file")
 
 
+TREE_HELP = ("build this kernel source tree (yours is never written): with --series, the "
+             "series applied to a copy of it; with --variant, as it is with that variant's "
+             "config fragments")
+
+
 ADD_HELP = ("put a host file or directory into the guest (default at /opt/NAME; a "
             "dynamic binary brings its libraries); repeatable")
 
@@ -635,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb.set_defaults(func=cmd_kernel_build)
     kb.add_argument("--variant", default="v2", choices=VARIANTS, help="default v2")
     kb.add_argument("--series", metavar="PATH", help=SERIES_HELP)
-    kb.add_argument("--tree", type=Path, help="build this kernel tree with our config fragment")
+    kb.add_argument("--tree", type=Path, help=TREE_HELP)
     kb.add_argument("--jobs", type=int, help="parallel jobs (default: all CPUs)")
     kb.add_argument("--force", action="store_true", help="rebuild even if cached")
     kp = ksub.add_parser("path", help="print the cached bzImage of a variant")
@@ -662,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="kernel variant (default v2)")
     sp.add_argument("--series", metavar="PATH", help=SERIES_HELP)
     sp.add_argument("--kernel", help="boot this bzImage instead of a built variant")
+    sp.add_argument("--tree", type=Path, help=TREE_HELP)
     sp.add_argument("--accel", choices=("auto", "kvm", "tcg"),
                     help="accelerator (default: the topology's, auto)")
     sp.add_argument("--exec", metavar="CMD", help="run CMD in the guest; its status is ours")
@@ -684,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=SERIES_HELP + " (repeatable; with no --variant only the series run)")
     sp.add_argument("--topology", help="run on this topology instead of the scenario's")
     sp.add_argument("--kernel", help="boot this bzImage for every variant")
+    sp.add_argument("--tree", type=Path, help=TREE_HELP + " (for every variant)")
     sp.add_argument("--add", action="append", metavar="HOST[:GUEST]", help=ADD_HELP)
     sp.add_argument("--results", help="results directory (default: a new one under runs/)")
 

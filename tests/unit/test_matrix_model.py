@@ -88,6 +88,10 @@ def _matrix(tmp_path: Path, body: str) -> Path:
     ("name: m\ntopologies: [default]\nscenarios: [bring-up]\n"
      "variants: [{name: mine, like: v2, kernel: /nonexistent/bzImage}]\n",
      "m.yaml:4:35: variants[0].kernel: /nonexistent/bzImage: no such file"),
+    ("name: m\ntopologies: [default]\nscenarios: [bring-up]\n"
+     "variants: [{name: mine, like: v2, kernel: /bin/sh, series: /tmp}]\n",
+     "m.yaml:4:12: variants[0]: a variant with a kernel is booted as it is: it takes no "
+     "series"),
     ("name: m\ntopologies: [default]\nscenarios: [bring-up]\ntimeout: -1\n",
      "m.yaml:4:1: timeout: must be greater than 0"),
     ("name: m\ntopologies: [default]\nscenarios: [bring-up]\nretries: &a [*a]\n",
@@ -157,3 +161,12 @@ def test_matrix_files_are_relative_to_the_matrix(tmp_path: Path) -> None:
                                    "no such file or directory"), str(exc.value)
     path.write_text("name: m\ntopologies: [default]\nscenarios: [bring-up]\nfiles: [t.sh]\n")
     assert load_matrix(path).spec.files == [f"{tmp_path}/t.sh:/opt/t.sh"]
+
+
+def test_a_series_on_a_tree_is_one_variant(tmp_path: Path) -> None:
+    """tree + series: the series applied to a copy of the tree (kernel build does it)."""
+    (tmp_path / "linux").mkdir()
+    (tmp_path / "mine").mkdir()
+    path = _matrix(tmp_path, "name: m\ntopologies: [default]\nscenarios: [bring-up]\n"
+                   "variants: [{name: mine, like: v2, tree: linux, series: mine}]\n")
+    assert main(["matrix", "list", str(path)]) == 0

@@ -26,11 +26,13 @@ class GuestImage:
 
 def guest_image(variant: str | Variant, kernel: Path | str | None = None, append: str = "", *,
                 progress: Callable[[str], None] | None = None,
-                add: Sequence[GuestFile] = (), selftests: bool = False) -> GuestImage:
+                add: Sequence[GuestFile] = (), selftests: bool = False,
+                tree: Path | None = None) -> GuestImage:
     """The kernel of ``variant`` (built if missing) or the bzImage ``kernel``,
     with the initramfs (built if missing) and the files ``add`` in it; with
     ``selftests``, the kernel's own selftests built next to it (not for a
-    bzImage from elsewhere: it has no source tree)."""
+    bzImage from elsewhere: it has no source tree). With ``tree``, the kernel is
+    built from that tree (a user's series applied to a copy of it)."""
     from cxlrig.images.initramfs import build_initramfs
     from cxlrig.images.kernel import build_kernel
     from cxlrig.images.overlay import with_files
@@ -40,9 +42,9 @@ def guest_image(variant: str | Variant, kernel: Path | str | None = None, append
         if not path.is_file():
             raise CxlrigError(f"--kernel {kernel}: no such file")
     else:
-        path = build_kernel(variant, progress=progress)
+        path = build_kernel(variant, tree=tree, progress=progress)
         if selftests:
             from cxlrig.images.selftests import build_selftests
 
-            build_selftests(variant, progress=progress)
+            build_selftests(variant, tree=tree, progress=progress)
     return GuestImage(path, with_files(build_initramfs(), add), append)

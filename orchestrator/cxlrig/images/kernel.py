@@ -481,7 +481,7 @@ _PATCHING = re.compile(r"^(?:patching|checking) file '?([^']+?)'?$")
 _HUNK_FAILED = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
 
 
-def _apply_one(root: Path, patch: Patch, label: str) -> None:
+def _apply_one(root: Path, patch: Patch, label: str, base: str = "the shipped sources") -> None:
     """Apply one diff as git am would: no fuzz (offsets are fine), or name the hunk."""
     proc = subprocess.run(
         ["patch", "-p1", "-F0", "-f", "--no-backup-if-mismatch", "-r", "-", "-i",
@@ -500,7 +500,7 @@ def _apply_one(root: Path, patch: Patch, label: str) -> None:
             where.append(f"{current}: the file is not in the tree")
     subject = f" ({patch.subject})" if patch.subject and patch.subject != patch.origin else ""
     raise KernelBuildError(
-        f"series {label}: {patch.origin}{subject} does not apply to the shipped sources"
+        f"series {label}: {patch.origin}{subject} does not apply to {base}"
         + (":\n  " + "\n  ".join(where) if where else ""),
         tail=(proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:])
 
@@ -684,8 +684,10 @@ def build_kernel(
 ) -> Path:
     """Return the path of a bzImage for ``variant``, building it if not cached.
 
-    With ``tree``, build that kernel source tree as it is (no patches) with the
-    variant's config fragments instead. ``variant`` is a built-in name or a
+    With ``tree``, build that kernel source tree with the variant's config
+    fragments: as it is for a built-in variant, with the series applied to a
+    copy of it (in the cache; the tree itself is never written) for a user's
+    series. ``variant`` is a built-in name or a
     :class:`Variant` (a user's series, :func:`load_series`). ``progress``
     receives short lines, at most about one a second. ``force`` rebuilds even
     on a cache hit.
@@ -765,11 +767,111 @@ def _check_tree(tree: Path) -> Path:
     return tree
 
 
+def series_on_tree(v: Variant) -> bool:
+    """With a user's tree: does ``v`` bring patches for it? A user's series does;
+    a built-in variant gives only its config fragments (the tree is built as it is)."""
+    return not v.builtin and bool(v.patches)
+
+
 def _tree_key(v: Variant, tree: Path) -> str:
-    """The image key of a user's tree (resolved) built with ``v``'s fragments."""
-    fragments = [f.read_bytes() for f in v.fragments]
-    return "tree-" + digest([_RECIPE, ARCH, str(tree), _tree_state(tree), _gcc_version(),
-                             *fragments])[:24]
+    """The image key of a user's tree (resolved) built with ``v``'s fragments (and
+    ``v``'s patches, for a user's series)."""
+    parts: list[str | bytes] = [_RECIPE, ARCH, str(tree), _tree_state(tree), _gcc_version()]
+    parts += [f.read_bytes() for f in v.fragments]
+    if series_on_tree(v):
+        for patch in v.patches:
+            parts += ["patch", patch.name, patch.read_bytes()]
+    return "tree-" + digest(parts)[:24]
+
+
+#: Build outputs of an in-tree build, left out of the copy of a tree without git.
+_BUILT = (".o", ".ko", ".a", ".cmd", ".mod", ".order", ".symvers", ".d", ".tmp")
+
+
+def _tree_files(tree: Path) -> list[str]:
+    """The source files of a user's tree, relative: what git tracks or would track
+    (ignored files left out), else every file outside dot-directories that is not
+    a build output."""
+    git = shutil.which("git")
+    if git is not None and (tree / ".git").exists():
+        proc = subprocess.run(
+            [git, "-C", str(tree), "ls-files", "-z", "--cached", "--others",
+             "--exclude-standard"],
+            capture_output=True, stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode != 0:
+            raise KernelBuildError(f"cannot list the files of {tree}: "
+                                   f"{proc.stderr.decode(errors='replace').strip()}")
+        names = [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
+        return sorted({n for n in names if os.path.lexists(tree / n)})
+    out = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, tree)
+        for name in filenames:
+            if not name.startswith(".") and not name.endswith(_BUILT):
+                out.append(name if rel == "." else os.path.join(rel, name))
+    return sorted(out)
+
+
+def _sync_tree(tree: Path, copy: Path, patched: Path, progress: ProgressFn | None) -> None:
+    """Make ``copy`` hold exactly the source files of ``tree`` (only what changed is
+    copied). Files a series patched last time are restored and then touched, so
+    that make rebuilds what was built from their patched content."""
+    _say(progress, f"copying {tree}")
+    files = _tree_files(tree)
+    want = set(files)
+    copy.mkdir(parents=True, exist_ok=True)
+    for dirpath, _, filenames in os.walk(copy):
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), copy)
+            if rel not in want:
+                os.unlink(os.path.join(dirpath, name))
+    copied = 0
+    for rel in files:
+        src, dst = tree / rel, copy / rel
+        st = src.lstat()
+        try:
+            have = dst.lstat()
+            same = (have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns
+                    and os.path.islink(dst) == os.path.islink(src))
+        except FileNotFoundError:
+            same = False
+        if same:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dst):
+            dst.unlink()
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+        copied += 1
+    if patched.is_file():
+        for rel in patched.read_text(encoding="utf-8").splitlines():
+            if rel and (copy / rel).is_file():
+                os.utime(copy / rel)
+    log.info("copy of %s: %d of %d files copied", tree, copied, len(files))
+
+
+def tree_to_build(v: Variant, tree: Path, progress: ProgressFn | None) -> Path:
+    """The directory to build for ``tree``: the tree itself, or, for a user's series,
+    a copy of it in the cache with the series applied (the user's tree is never
+    written). Call under the build lock."""
+    if not series_on_tree(v):
+        return tree
+    root = _kernel_cache() / "trees" / f"copy-{digest([str(tree)])[:16]}"
+    copy, patched = root / "tree", root / "patched"
+    _sync_tree(tree, copy, patched, progress)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".series-") as scratch:
+        diffs = split_patches(tuple(v.patches), Path(scratch) / "mail")
+        touched = sorted({p for d in diffs for p in patch_paths(d.diff)})
+        # Listed before any is written: a crash halfway is undone by the next sync.
+        write_atomic(patched, ("\n".join(touched) + "\n").encode())
+        for d in diffs:
+            _apply_one(copy, d, v.name, base=str(tree))
+    _say(progress, f"series {v.name}: applied to a copy of {tree}")
+    return copy
 
 
 def _build_tree(
@@ -783,12 +885,13 @@ def _build_tree(
     with _locked(cache / "lock", progress):
         if not force and (hit := _cached_image(key)) is not None:
             return hit
+        source = tree_to_build(v, tree, progress)
         # One object dir per tree and config, whatever the commit: moving to
         # another commit is then an incremental build.
-        out = cache / "trees" / digest([str(tree), _config_id(v.fragments)])[:16]
+        out = cache / "trees" / digest([str(source), _config_id(v.fragments)])[:16]
         return _build_into(
             _image_dir(key),
-            tree,
+            source,
             out,
             v.fragments,
             f"tree-{v.name}",

@@ -147,8 +147,8 @@ def build_selftests(variant: str | Variant, *, tree: Path | None = None,
             k._apply_series(src, v.patches, v.name, progress)
             root, headers = src.tree, cache / f"out-{source.short}-headers"
         else:
-            root = tree
-            headers = cache / "trees" / (digest([str(tree)])[:16] + "-headers")
+            root = k.tree_to_build(v, tree, progress)
+            headers = cache / "trees" / (digest([str(root)])[:16] + "-headers")
         return _build(root, headers, image_dir, names, want, v.name, progress)
 
 

@@ -50,15 +50,16 @@ class VariantSpec(_Strict):
     kernel: str | None = None
     #: A kernel tree to build with our config fragment (and the like variant's name).
     tree: str | None = None
-    #: A patch series (a directory of patches or an mbox) on the shipped sources.
+    #: A patch series (a directory of patches or an mbox) on the shipped sources,
+    #: or, with ``tree``, on a copy of that tree.
     series: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> VariantSpec:
-        given = [k for k in ("kernel", "tree", "series") if getattr(self, k) is not None]
-        if len(given) > 1:
-            raise ValueError(f"a variant takes one of kernel, tree, series (has "
-                             f"{', '.join(given)})")
+        if self.kernel is not None and (self.tree is not None or self.series is not None):
+            given = [k for k in ("tree", "series") if getattr(self, k) is not None]
+            raise ValueError(f"a variant with a kernel is booted as it is: it takes no "
+                             f"{' or '.join(given)}")
         return self
 
 

@@ -111,8 +111,9 @@ def build_kernels(variants: Iterable[VariantSpec], base: Path,
 
                 build_selftests(made, tree=tree,
                                 progress=functools.partial(_prefixed, progress, v.name))
-            source = str(tree) if tree is not None else \
-                str(made.origin) if made.origin is not None else "built-in"
+            origin = str(made.origin) if made.origin is not None else None
+            source = (f"{origin} on {tree}" if origin and tree is not None else
+                      str(tree) if tree is not None else origin or "built-in")
         kernels[v.name] = Kernel(path, KernelId(
             label=v.name, like=v.like, image_hash=sha16(path), patch_hash=patch_hash,
             config_hash=config_hash, source=source))
