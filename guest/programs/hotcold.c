@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -40,6 +41,12 @@ static const char usage_text[] =
 	"  --mix R:W            reads:writes (default 3:1; 1:0 read only)\n"
 	"  --phases P           access phases, paused between (default 1, max 16)\n"
 	"  --print-pas          print a pages report before the first phase\n"
+	"  --unbind             after placing the sets, drop their MPOL_BIND (the\n"
+	"                       pages stay) so the kernel's own policies may move them\n"
+	"  --cold-ms MS         the cold pass only when MS milliseconds have passed\n"
+	"                       since the last one (default 0: every iteration)\n"
+	"  --swap-at P          from phase P on the sets swap roles: the cold set\n"
+	"                       gets the K passes, the hot set the one\n"
 	"chase options:\n"
 	"  --lines N            cache lines in the cycle (default 1024 = 64 KiB)\n"
 	"  --node N             MPOL_BIND the lines to node N\n"
@@ -74,6 +81,9 @@ enum opt_id {
 	OPT_MIX,
 	OPT_PHASES,
 	OPT_PRINT_PAS,
+	OPT_UNBIND,
+	OPT_COLD_MS,
+	OPT_SWAP_AT,
 	OPT_LINES,
 	OPT_NODE,
 	OPT_ACCESSES,
@@ -90,7 +100,8 @@ enum opt_id {
 #define RUN_OPTS                                                                                  \
 	(COMMON_OPTS | BIT(OPT_HOT_PAGES) | BIT(OPT_COLD_PAGES) | BIT(OPT_HOT_NODE) | BIT(OPT_COLD_NODE) |   \
 	 BIT(OPT_PATTERN) | BIT(OPT_STEP) | BIT(OPT_STRIDE) | BIT(OPT_ITERATIONS) | BIT(OPT_SECONDS) |         \
-	 BIT(OPT_RATIO) | BIT(OPT_MIX) | BIT(OPT_PHASES) | BIT(OPT_PRINT_PAS))
+	 BIT(OPT_RATIO) | BIT(OPT_MIX) | BIT(OPT_PHASES) | BIT(OPT_PRINT_PAS) | BIT(OPT_UNBIND) |   \
+	 BIT(OPT_COLD_MS) | BIT(OPT_SWAP_AT))
 #define CHASE_OPTS (COMMON_OPTS | BIT(OPT_LINES) | BIT(OPT_NODE) | BIT(OPT_ACCESSES))
 
 static const struct option long_opts[] = {
@@ -108,6 +119,9 @@ static const struct option long_opts[] = {
 	{ "mix", required_argument, NULL, OPT_MIX },
 	{ "phases", required_argument, NULL, OPT_PHASES },
 	{ "print-pas", no_argument, NULL, OPT_PRINT_PAS },
+	{ "unbind", no_argument, NULL, OPT_UNBIND },
+	{ "cold-ms", required_argument, NULL, OPT_COLD_MS },
+	{ "swap-at", required_argument, NULL, OPT_SWAP_AT },
 	{ "lines", required_argument, NULL, OPT_LINES },
 	{ "node", required_argument, NULL, OPT_NODE },
 	{ "accesses", required_argument, NULL, OPT_ACCESSES },
@@ -119,7 +133,7 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-#define MAX_PHASES 16
+#define MAX_PHASES 32
 #define MAX_NODE 1023
 #define LINE 64
 
@@ -136,6 +150,8 @@ static struct {
 	long ratio;
 	long reads, writes;
 	long phases;
+	long cold_ms;
+	long swap_at;
 	long lines;
 	int node;
 	long accesses;
@@ -289,6 +305,13 @@ static void parse_args(int argc, char **argv)
 			cfg.phases = num("--phases", optarg, 1, MAX_PHASES);
 			break;
 		case OPT_PRINT_PAS:
+		case OPT_UNBIND:
+			break;
+		case OPT_COLD_MS:
+			cfg.cold_ms = num("--cold-ms", optarg, 0, 1L << 30);
+			break;
+		case OPT_SWAP_AT:
+			cfg.swap_at = num("--swap-at", optarg, 2, MAX_PHASES);
 			break;
 		case OPT_LINES:
 			cfg.lines = num("--lines", optarg, 2, 1L << 24);
@@ -319,6 +342,8 @@ static void parse_args(int argc, char **argv)
 		usage("--step must be a multiple of 8 that divides 4096, got %ld", cfg.step);
 	if (cfg.stride % cfg.step)
 		usage("--stride (%ld) must be a multiple of --step (%ld)", cfg.stride, cfg.step);
+	if (cfg.swap_at > cfg.phases)
+		usage("--swap-at %ld is after the last phase (%ld)", cfg.swap_at, cfg.phases);
 	if ((cfg.seen & BIT(OPT_STRIDE)) && cfg.pattern != P_STRIDE)
 		usage("--stride only applies to --pattern stride");
 	if ((cfg.seen & BIT(OPT_SEED)) && cfg.pattern != P_RANDOM && strcmp(cfg.mode, "chase") != 0)
@@ -487,15 +512,24 @@ static void run_pass(struct set *s, int phase, uint64_t *rng)
 	sink += local;
 }
 
+/* When the cold set last had its pass (0: never), across phases. */
+static uint64_t last_cold;
+
 static uint64_t run_phase(struct set *hot, struct set *cold, int phase, uint64_t *rng)
 {
 	uint64_t t0 = now_ns(), done = 0;
 	uint64_t limit = (uint64_t)cfg.seconds * 1000000000ULL;
+	const uint64_t cold_ns = (uint64_t)cfg.cold_ms * 1000000ULL;
 
 	for (;;) {
 		for (long k = 0; k < cfg.ratio; k++)
 			run_pass(hot, phase, rng);
-		run_pass(cold, phase, rng);
+		/* By the clock, not by iterations: an iteration gets ten times
+		 * faster once the hot set is on DRAM. */
+		if (!cfg.cold_ms || !last_cold || now_ns() - last_cold >= cold_ns) {
+			run_pass(cold, phase, rng);
+			last_cold = now_ns();
+		}
 		done++;
 		if (cfg.seconds ? now_ns() - t0 >= limit : done >= (uint64_t)cfg.iterations)
 			break;
@@ -523,6 +557,20 @@ static void json_sets_pages(struct json *j, const struct pause_ctx *pc)
 	json_obj_end(j);
 }
 
+/* What this process has cost so far: a kernel policy (NUMA balancing) does
+ * its work in the task's own context. */
+static void json_cpu(struct json *j)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		fail(errno, "getrusage: %s", strerror(errno));
+	json_obj_begin(j, "cpu");
+	json_uint(j, "user_us", (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec);
+	json_uint(j, "sys_us", (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec);
+	json_obj_end(j);
+}
+
 static void emit_event(struct pause_ctx *pc, const char *event, const char *at, const char *path)
 {
 	struct json j;
@@ -535,6 +583,7 @@ static void emit_event(struct pause_ctx *pc, const char *event, const char *at, 
 	json_int(&j, "pause_index", pc->index);
 	json_str(&j, "waiting_for", path);
 	json_int(&j, "pid", getpid());
+	json_cpu(&j);
 	json_sets_pages(&j, pc);
 	json_obj_end(&j);
 	int rc = json_emit(&j, path ? cfg.ready_file : NULL);
@@ -581,6 +630,12 @@ static void json_config(struct json *j)
 	else
 		json_int(j, "iterations", cfg.iterations);
 	json_int(j, "phases", cfg.phases);
+	json_int(j, "cold_ms", cfg.cold_ms);
+	if (cfg.swap_at)
+		json_int(j, "swap_at", cfg.swap_at);
+	else
+		json_null(j, "swap_at");
+	json_bool(j, "unbind", cfg.seen & BIT(OPT_UNBIND));
 	json_obj_end(j);
 }
 
@@ -630,6 +685,13 @@ static int mode_run(void)
 
 	set_init(&sets[0], "hot", cfg.hot_pages, cfg.hot_node, pm_fd);
 	set_init(&sets[1], "cold", cfg.cold_pages, cfg.cold_node, pm_fd);
+	if (cfg.seen & BIT(OPT_UNBIND))
+		for (int i = 0; i < 2; i++) {
+			int rc = sets[i].node >= 0 ? unbind(sets[i].base, sets[i].bytes) : 0;
+			if (rc)
+				fail(-rc, "cannot drop the %s set's policy: %s", sets[i].name,
+				     strerror(-rc));
+		}
 	struct pause_ctx pc = { .sets = sets, .nsets = 2, .pm_fd = pm_fd };
 
 	if (cfg.seen & BIT(OPT_PRINT_PAS))
@@ -641,7 +703,9 @@ static int mode_run(void)
 			snprintf(at, sizeof(at), "before-phase-1");
 		pause_point(&pc, at);
 		uint64_t t0 = now_ns();
-		iters[p] = run_phase(&sets[0], &sets[1], p, &rng);
+		bool swapped = cfg.swap_at && p + 1 >= cfg.swap_at;
+		iters[p] = swapped ? run_phase(&sets[1], &sets[0], p, &rng)
+				   : run_phase(&sets[0], &sets[1], p, &rng);
 		elapsed += now_ns() - t0;
 	}
 	snprintf(at, sizeof(at), "after-phase-%ld", cfg.phases);

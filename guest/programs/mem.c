@@ -65,6 +65,13 @@ int bind_to_node(void *addr, size_t len, int node)
 	return 0;
 }
 
+int unbind(void *addr, size_t len)
+{
+	if (syscall(SYS_mbind, addr, len, CXL_MPOL_DEFAULT, NULL, 0UL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 int pagemap_open(pid_t pid)
 {
 	char path[64];

@@ -13,6 +13,7 @@
 
 /* From include/uapi/linux/mempolicy.h; spelled out because the guest has
  * no numaif.h and the host's may not be installed. */
+#define CXL_MPOL_DEFAULT 0
 #define CXL_MPOL_BIND 2
 #define CXL_MPOL_MF_MOVE (1 << 1)
 #define CXL_MPOL_MF_MOVE_ALL (1 << 2)
@@ -28,6 +29,8 @@ long sys_move_phys_pages(unsigned long n, const uint64_t *pas, const int *nodes,
 			 int flags, int *err);
 /* MPOL_BIND to one node; 0 or -errno. */
 int bind_to_node(void *addr, size_t len, int node);
+/* Back to the task's policy (MPOL_DEFAULT), pages left where they are; 0 or -errno. */
+int unbind(void *addr, size_t len);
 
 struct pm_entry {
 	bool present;

@@ -485,6 +485,34 @@ def test_hotcold_pauses_between_phases(bindir: Path, tmp_path: Path) -> None:
     assert not pause.exists()
 
 
+def test_hotcold_swap_at_moves_the_hot_set(bindir: Path) -> None:
+    out = run(bindir, "hotcold", "--phases", "3", "--iterations", "2", "--ratio", "3",
+              "--hot-pages", "1", "--cold-pages", "2", "--swap-at", "2")  # fmt: skip
+    assert out["config"]["swap_at"] == 2
+    assert [p["passes"] for p in out["sets"]["hot"]["phases"]] == [6, 2, 2]
+    assert [p["passes"] for p in out["sets"]["cold"]["phases"]] == [2, 6, 6]
+
+
+def test_hotcold_cold_ms_paces_the_cold_set_by_the_clock(bindir: Path) -> None:
+    out = run(bindir, "hotcold", "--seconds", "1", "--cold-ms", "200", "--hot-pages", "1",
+              "--cold-pages", "1")  # fmt: skip
+    cold, hot = out["sets"]["cold"], out["sets"]["hot"]
+    # One pass at the start, then at most one per 200 ms of the run.
+    assert 1 <= cold["passes"] <= out["elapsed_ns"] // 200_000_000 + 1
+    assert hot["passes"] == 8 * out["iterations_done"][0]
+    assert out["config"]["cold_ms"] == 200
+
+
+@needs_root
+def test_hotcold_unbind_leaves_the_pages_where_they_were_placed(bindir: Path) -> None:
+    out = run(bindir, "hotcold", "--iterations", "1", "--hot-pages", "2", "--cold-pages", "2",
+              "--hot-node", "0", "--cold-node", "0", "--unbind")  # fmt: skip
+    assert out["config"]["unbind"] is True
+    for name in ("hot", "cold"):
+        assert out["sets"][name]["placement_ok"] is True
+        assert out["sets"][name]["node_counts"] == {"0": 2}
+
+
 def test_hotcold_chase(bindir: Path) -> None:
     out = run(bindir, "hotcold", "chase", "--lines", "256", "--accesses", "5000", "--seed", "9")
     assert out["mode"] == "chase"
@@ -504,7 +532,10 @@ def test_hotcold_chase(bindir: Path) -> None:
         ["--seconds", "1", "--iterations", "2"],
         ["--mix", "3"],
         ["--mix", "0:0"],
-        ["--phases", "17"],
+        ["--phases", "33"],
+        ["--swap-at", "1", "--phases", "2"],
+        ["--swap-at", "3", "--phases", "2"],
+        ["--cold-ms", "-1"],
         ["--ready-file", "/tmp/x"],
         ["chase", "--hot-pages", "1"],
         ["walk"],

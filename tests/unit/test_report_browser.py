@@ -6,6 +6,7 @@ Skipped when no ``chromium`` is installed (the set-up script installs it).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,25 @@ def test_the_page_draws_in_a_browser(tmp_path: Path) -> None:
         assert count_pixels(plots, lambda r, g, b: r > 180 and 60 < g < 130 and b < 40) > 100  # v2
 
 
+
+
+def _near(colour: str, tolerance: int = 40) -> Callable[[int, int, int], bool]:
+    want = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return lambda r, g, b: all(abs(a - w) <= tolerance for a, w in zip((r, g, b), want,
+                                                                       strict=True))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
+def test_the_tiering_plot_draws_every_policy(tmp_path: Path) -> None:
+    from cxlrig.report.plots import PALETTE
+
+    results = Path(shutil.copytree(FIXTURES / "tiering", tmp_path / "tiering"))
+    png = tmp_path / "report.png"
+    _screenshot(render(results), png)
+    with Image.open(png) as im:
+        rgb = im.convert("RGB")
+    # Five policies, five line colours (the none line lies along 0 %, the others
+    # rise to 100 %: each still draws its markers).
+    for colour in PALETTE[:5]:
+        assert count_pixels(rgb, _near(colour)) > 50, colour

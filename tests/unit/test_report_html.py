@@ -217,3 +217,27 @@ def test_fault_steps_beside_what_the_guest_logged(tmp_path: Path) -> None:
     assert "CorrIntErr" in ce  # the kernel log, folded
     assert bad.startswith(' class="failed"') and "3 of 4 fields" in bad
     assert "<code>first_error</code>: injected <code>64</code>, observed <code>128</code>" in bad
+
+
+def test_tiering_steps_side_by_side_with_a_plot(tmp_path: Path) -> None:
+    # Real runs: tiering-comparison and tiering-hot-set-moves on v2.
+    results = Path(shutil.copytree(FIXTURES / "tiering", tmp_path / "tiering"))
+    text, page = _parse(render(results))
+    assert text.count("Tiering policies against the plugin's ground truth") == 2
+    section = text[text.index("Tiering policies"):]
+    table = section[:section.index("</table>")]
+    rows = table.split("<tr")[2:]
+    assert [re.search(r"</code></td><td>([a-z_]+)</td>", r).group(1) for r in rows] == [  # type: ignore[union-attr]
+        "none", "move_phys_pages", "move_pages", "numa_balancing", "damon"]
+    none, phys = rows[0], rows[1]
+    assert "never" in none and "0.0 %" in none
+    assert "100.0 %" in phys
+    doc = json.loads((results / "results.json").read_text())
+    numab = next(s for s in doc["runs"][0]["steps"] if s["id"] == "numab")["data"]
+    assert f"{100 * numab['precision']:.1f} %" in rows[3]
+    assert f"{numab['pages_migrated']}</td>" in rows[3]
+    # Two plots, one a run: the intervals are not also drawn as per-phase bars.
+    assert page.tags.count("svg") == 2
+    assert "hot set moves" in text[text.index("tiering-hot-set-moves on v2"):]
+    for policy in ("move_phys_pages", "numa_balancing", "damon"):
+        assert f">{policy}<" in text.split("<svg")[1]  # the legend names every policy

@@ -272,6 +272,78 @@ def _faults(run: Run) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _ms(value: object) -> str:
+    return f"{value:.0f} ms" if isinstance(value, (int, float)) else "—"
+
+
+def _share(value: object) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "—"
+
+
+def _tiering(run: Run) -> str:
+    """The tiering steps side by side: one row per policy, and DRAM's share over time."""
+    steps = [s for s in run.steps if s.kind == "tiering" and isinstance(s.data, dict)]
+    if not steps:
+        return ""
+    rows = []
+    for s in steps:
+        d = s.data
+        t90 = d.get("time_to_90_s")
+        migrated = d.get("pages_migrated")
+        rows.append(
+            f"<tr><td><code>{_e(s.id)}</code></td><td>{_e(d.get('policy'))}</td>"
+            f'<td class="num">{_share(d.get("final_dram_share"))}</td>'
+            f'<td class="num">{_share(d.get("final_hot_on_dram"))}</td>'
+            f'<td class="num">{f"{t90:g} s" if isinstance(t90, (int, float)) else "never"}</td>'
+            f'<td class="num">{_share(d.get("precision"))}</td>'
+            f'<td class="num">{_share(d.get("recall"))}</td>'
+            f'<td class="num">{_e(d.get("moved_pages"))}</td>'
+            f'<td class="num">{_e(migrated) if migrated is not None else "—"}</td>'
+            f'<td class="num" title="{_e(d.get("policy_cpu"))}">'
+            f'{_ms(d.get("policy_cpu_ms"))}</td>'
+            f'<td class="num">{_ms(d.get("workload_sys_ms"))}</td></tr>')
+    w = steps[0].data.get("workload") or {}
+    swap = w.get("swap_at")
+    moves = (f"; from interval {swap} on the cold set is the hot one" if swap else "")
+    about = (f"<p class=\"meta\">Workload: {_e(w.get('hot_pages'))} hot and "
+             f"{_e(w.get('cold_pages'))} cold pages placed on node {_e(w.get('source_node'))}, "
+             f"{_e(w.get('intervals'))} intervals of {_e(w.get('seconds'))} s, "
+             f"{_e(w.get('ratio'))} hot passes per iteration, one cold pass per "
+             f"{_e(w.get('cold_ms'))} ms{_e(moves)}. Precision: the moved pages that were "
+             "hot when they moved; recall: the last hot set's pages that were moved; "
+             "pages migrated: the guest's pgmigrate_success (every migration, any "
+             "page); policy CPU: hover for what it measures.</p>")
+    table = ("<table><thead><tr><th>step</th><th>policy</th><th>DRAM share, last "
+             "interval</th><th>hot set on DRAM</th><th>90 % of hot set on DRAM after</th>"
+             "<th>precision</th><th>recall</th><th>workload pages moved</th>"
+             "<th>pages migrated</th><th>policy CPU</th><th>workload system time</th>"
+             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    from cxlrig.report import plots
+
+    lines = [plots.PolicyLine(
+        f"{s.data.get('policy')}" + (f" ({s.id})" if s.id != s.data.get("policy") else ""),
+        [float(iv["t_s"]) for iv in s.data.get("intervals", [])],
+        [iv.get("dram_share") for iv in s.data.get("intervals", [])]) for s in steps]
+    marks = [((swap - 1) * float(w.get("seconds") or 0), "hot set moves")] if swap else []
+    label = f"{run.scenario} on {run.variant}"
+    figure = _figure(plots.tiering_shares(lines, f"DRAM share per interval: {label}", marks),
+                     "Share of the workload's own accesses that DRAM served in each "
+                     "interval, from the plugin's per-page counts, one line per policy.")
+    return (f"<h4>Tiering policies against the plugin's ground truth</h4>{about}{table}"
+            f'<div class="plots">{figure}</div>')
+
+
+def tiering_phases(run: Run) -> set[str]:
+    """The plugin phases a tiering step closed (its intervals and its start)."""
+    names: set[str] = set()
+    for s in run.steps:
+        if s.kind == "tiering" and isinstance(s.data, dict):
+            names.update(s.data.get("phases") or [])
+            if s.data.get("start_phase"):
+                names.add(s.data["start_phase"])
+    return names
+
+
 def _hotplug_row(s: Step) -> str:
     d = s.data
     commands = "".join(f"<pre>{_e(c.get('execute'))} {_e(json_value(c.get('arguments')))}</pre>"
@@ -379,7 +451,11 @@ def run_plots(run: Run) -> list[str]:
                                                     f"Accesses per node: {label}"),
                            "Accesses to each NUMA node per sampling interval, from the "
                            "plugin; dashed lines are the scenario's phase marks."))
-    shared = [p for p in plugin.phases if p.dram_share is not None]
+    # A tiering step's intervals have a plot of their own.
+    skip = tiering_phases(run)
+    shared = [p for p in plugin.phases if p.dram_share is not None and p.name not in skip]
+    if skip:  # what is left of a tiering run is boot and the end: nothing to compare
+        shared = [p for p in shared if p.name not in (None, "boot")]
     if shared:
         out.append(_figure(plots.dram_share(shared, phases_after_promotion(run),
                                             f"DRAM share per phase: {label}"),
@@ -406,6 +482,7 @@ def _run_section(results: Results, run: Run) -> str:
         parts.append(f"<p>Skipped: {_e(run.reason)}</p>")
     parts.append(_checks(run))
     parts.append(_faults(run))
+    parts.append(_tiering(run))
     parts.append(f"<h4>Steps</h4>{_steps(run)}")
     figures = run_plots(run)
     if figures:

@@ -313,3 +313,44 @@ def measurement_set(series: Mapping[str, Sequence[Line]]) -> list[str]:
     """:func:`measurements` for each series, in order, those of one quantity on one scale."""
     scales = y_scales(series)
     return [measurements(name, lines, scales[name]) for name, lines in series.items()]
+
+
+@dataclass(frozen=True)
+class PolicyLine:
+    """One tiering policy over its intervals: the end of each (s) and a share (0..1)."""
+
+    label: str
+    times_s: Sequence[float]
+    shares: Sequence[float | None]
+
+
+def tiering_shares(lines: Sequence[PolicyLine], title: str,
+                   marks: Sequence[tuple[float, str]] = ()) -> str:
+    """DRAM's share of the workload's accesses per interval, one line per policy.
+
+    ``marks`` are vertical lines (time, label), e.g. where the hot set moved.
+    """
+    fig = _figure(width=6.4, height=3.4)
+    ax = fig.add_subplot()
+    styles = itertools.cycle(("o", "s", "^", "D", "v", "P", "X"))
+    for n, (line, marker) in enumerate(zip(lines, styles, strict=False)):
+        points = [(t, 100.0 * s) for t, s in zip(line.times_s, line.shares, strict=True)
+                  if s is not None]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.5,
+                color=PALETTE[n % len(PALETTE)], label=line.label)
+    for t, label in marks:
+        ax.axvline(t, color=NEUTRAL, linestyle="--", linewidth=1)
+        ax.annotate(label, (t, 102), fontsize=8, color=NEUTRAL, ha="center")
+    ax.set_ylim(-3, 110)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlim(left=0)
+    ax.set_xlabel("workload time at the end of each interval (s)")
+    ax.set_ylabel("DRAM share of the workload's accesses (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    _plain(ax, "both")
+    ax.legend(fontsize=8, loc="center right")
+    return _svg(fig, title)

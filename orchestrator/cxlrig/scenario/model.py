@@ -341,8 +341,51 @@ class HotplugSpec(_Strict):
         return self
 
 
+#: The policies a tiering step can run.
+TIERING_POLICIES = ("none", "move_phys_pages", "move_pages", "numa_balancing", "damon")
+
+
+class TieringSpec(_Strict):
+    """One tiering policy against a workload whose hot set starts on the CXL node.
+
+    The workload (``hotcold``) places a hot and a cold set on ``source_node``,
+    drops their binding, and runs ``intervals`` phases of ``seconds`` each; the
+    plugin closes a phase after each, so every interval has its ground truth:
+    which of the workload's pages were accessed how often, on which node.
+    """
+
+    policy: Literal["none", "move_phys_pages", "move_pages", "numa_balancing", "damon"]
+    hot_pages: Annotated[int, Field(ge=1, le=4096)] = 32
+    cold_pages: Annotated[int, Field(ge=1, le=16384)] = 96
+    #: Hot passes per iteration; the cold set gets one pass every ``cold_ms``
+    #: milliseconds (rarely enough that "touched lately" is not "hot").
+    ratio: Annotated[int, Field(ge=1, le=1000)] = 8
+    cold_ms: Annotated[int, Field(ge=0, le=600000)] = 2000
+    intervals: Annotated[int, Field(ge=2, le=32)] = 10
+    seconds: Annotated[int, Field(ge=1, le=60)] = 2
+    #: The hot set moves: from this interval on, the cold set is the hot one.
+    swap_at: Annotated[int, Field(ge=2, le=32)] | None = None
+    source_node: int | str = "${cxl_node}"
+    target_node: int | str = 0
+    #: User-space policies: at most this many pages promoted after an interval,
+    #: the most accessed pages of the source node that had at least
+    #: ``min_accesses`` in it (the plugin stands in for a device's hotness unit).
+    top: Annotated[int, Field(ge=1, le=4096)] = 16
+    min_accesses: Annotated[int, Field(ge=1)] = 4096
+    #: DAMON: the fewest of the 20 samples of an aggregation a region must be
+    #: seen accessed in to be promoted.
+    damon_min_accesses: Annotated[int, Field(ge=1, le=20)] = 4
+
+    @model_validator(mode="after")
+    def _swap_inside(self) -> TieringSpec:
+        if self.swap_at is not None and self.swap_at > self.intervals:
+            raise ValueError(f"swap_at {self.swap_at} is after the last interval "
+                             f"({self.intervals})")
+        return self
+
+
 #: What a step does: exactly one of these.
-ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject", "dcd", "hotplug")
+ACTIONS = ("run", "kselftest", "mark", "qmp", "promote", "inject", "dcd", "hotplug", "tiering")
 
 
 class StepSpec(_Strict):
@@ -364,6 +407,8 @@ class StepSpec(_Strict):
     dcd: DcdSpec | None = None
     #: A device added to or removed from the running machine.
     hotplug: HotplugSpec | None = None
+    #: A tiering policy measured against the plugin's ground truth.
+    tiering: TieringSpec | None = None
     user: Literal["root", "user"] = "root"
     #: Parse the last line of stdout that is a JSON object into the step's data.
     json_: bool = Field(default=False, alias="json")
@@ -618,8 +663,10 @@ def _check_refs(doc: Located, spec: ScenarioSpec) -> list[Problem]:
                                         f"no earlier step '{page_of.split('.')[0]}'"))
         if st.mark is not None:
             marks.add(st.mark)
-        if (st.mark is not None or st.promote is not None) and spec.plugin is None:
-            what = "mark" if st.mark is not None else "promote"
+        if (st.mark is not None or st.promote is not None or st.tiering is not None) \
+                and spec.plugin is None:
+            what = "mark" if st.mark is not None else \
+                "promote" if st.promote is not None else "tiering"
             problems.append(doc.problem(("steps", i, what), f"a '{what}' step needs the "
                                         "plugin: add 'plugin: {}' to the scenario"))
         if st.promote is not None:

@@ -162,7 +162,13 @@ class PluginSession:
         return self.control.snapshot(name)
 
     def hooks(self) -> dict[str, Hook]:
-        return {"mark": self._mark, "promote": self._promote}
+        return {"mark": self._mark, "promote": self._promote, "tiering": self._tiering}
+
+    def _tiering(self, st: StepSpec, loop: dict[str, Any], guest: Guest,
+                 ctx: Context) -> Step:
+        from cxlrig.scenario.tiering import TieringRun
+
+        return TieringRun(st, guest, ctx, self.control_snapshot, self._results).run()
 
     def _results(self) -> PluginResults:
         return load_results(self.out)

@@ -262,6 +262,8 @@ def step_label(st: StepSpec) -> str:
         return f"hotplug: {st.hotplug.add or st.hotplug.remove}"
     if st.kselftest is not None:
         return st.kselftest
+    if st.tiering is not None:
+        return f"tiering: {st.tiering.policy}"
     return f"mark: {st.mark}" if st.mark is not None else "promote"
 
 
@@ -297,7 +299,7 @@ def _run_step(st: StepSpec, loop_vars: dict[str, Any], guest: Guest, ctx: Contex
         return run_dcd(st, guest, ctx, ctx.topology)
     if st.hotplug is not None:
         return run_hotplug(st, guest, ctx, ctx.topology)
-    kind = "mark" if st.mark is not None else "promote"
+    kind = "mark" if st.mark is not None else "tiering" if st.tiering is not None else "promote"
     hook = hooks.get(kind)
     if hook is None:
         raise ScenarioRunError(f"a '{kind}' step needs the plugin: add 'plugin:' to the scenario")
