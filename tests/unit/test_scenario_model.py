@@ -28,7 +28,7 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
 BAD = {
     "name: x\ntitle: t\npoint: p\nsteps:\n  - run: 'true'\n    mark: m\n":
         "x.yaml:5:5: steps[0]: a step needs exactly one of run, kselftest, mark, qmp, "
-        "promote, inject, dcd, hotplug (has run, mark)",
+        "promote, inject, dcd, hotplug, tiering (has run, mark)",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - {kselftest: mm/gup_test}\n":
         "x.yaml:5:6: steps[0].kselftest: 'mm/gup_test' is not among the selftests the rig "
         "builds (mm/migration, mm/move_phys_pages; the list: ",
@@ -41,7 +41,7 @@ BAD = {
         "x.yaml:8:8: expect.all[0].step: no step 'b' (known: a)",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - {id: a, run: 'true', users: root}\n":
         "x.yaml:5:26: steps[0].users: unknown key (allowed here: id, run, kselftest, args, mark, "
-        "qmp, promote, inject, dcd, hotplug, user, json, check",
+        "qmp, promote, inject, dcd, hotplug, tiering, user, json, check",
     "name: x\ntitle: t\nsteps: []\n":
         "x.yaml:1:1: point: required key is missing",
     "name: x\ntitle: t\npoint: p\nplugin: {delays: true}\nsteps:\n  - run: 'true'\n":
