@@ -26,6 +26,14 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
 
 
 BAD = {
+    "name: x\ntitle: t\npoint: p\nplugin: {}\nsteps:\n  - {tiering: {policy: lru}}\n":
+        "x.yaml:6:16: steps[0].tiering.policy: must be 'none', 'move_phys_pages', "
+        "'move_pages', 'numa_balancing' or 'damon'",
+    "name: x\ntitle: t\npoint: p\nplugin: {}\nsteps:\n"
+    "  - {tiering: {policy: none, intervals: 4, swap_at: 5}}\n":
+        "x.yaml:6:6: steps[0].tiering: swap_at 5 is after the last interval (4)",
+    "name: x\ntitle: t\npoint: p\nsteps:\n  - {tiering: {policy: none}}\n":
+        "x.yaml:5:6: steps[0].tiering: a 'tiering' step needs the plugin: add 'plugin: {}'",
     "name: x\ntitle: t\npoint: p\nsteps:\n  - run: 'true'\n    mark: m\n":
         "x.yaml:5:5: steps[0]: a step needs exactly one of run, kselftest, mark, qmp, "
         "promote, inject, dcd, hotplug, tiering (has run, mark)",
