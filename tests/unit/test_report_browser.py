@@ -20,18 +20,20 @@ FIXTURES = Path(__file__).parent / "report_fixtures"
 WIDTH, HEIGHT = 1200, 3000
 
 
-def _screenshot(page: Path, png: Path) -> None:
+def _screenshot(fixture: str, tmp_path: Path) -> Path:
+    """The report of a fixture's results as Chromium draws it: the PNG's path."""
+    results = Path(shutil.copytree(FIXTURES / fixture, tmp_path / fixture))
+    png = tmp_path / "report.png"
     proc = chromium(f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}",
-                    page.resolve().as_uri())
+                    render(results).resolve().as_uri())
     assert png.is_file(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
+    return png
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_the_page_draws_in_a_browser(tmp_path: Path) -> None:
-    results = Path(shutil.copytree(FIXTURES / "all-pass", tmp_path / "all-pass"))
-    png = tmp_path / "report.png"
-    _screenshot(render(results), png)
+    png = _screenshot("all-pass", tmp_path)
     assert png.stat().st_size > 50_000
     with Image.open(png) as im:
         assert im.size == (WIDTH, HEIGHT)
@@ -47,8 +49,6 @@ def test_the_page_draws_in_a_browser(tmp_path: Path) -> None:
         assert count_pixels(plots, lambda r, g, b: r > 180 and 60 < g < 130 and b < 40) > 100  # v2
 
 
-
-
 def _near(colour: str, tolerance: int = 40) -> Callable[[int, int, int], bool]:
     want = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
     return lambda r, g, b: all(abs(a - w) <= tolerance for a, w in zip((r, g, b), want,
@@ -60,10 +60,7 @@ def _near(colour: str, tolerance: int = 40) -> Callable[[int, int, int], bool]:
 def test_the_tiering_plot_draws_every_policy(tmp_path: Path) -> None:
     from cxlrig.report.plots import PALETTE
 
-    results = Path(shutil.copytree(FIXTURES / "tiering", tmp_path / "tiering"))
-    png = tmp_path / "report.png"
-    _screenshot(render(results), png)
-    with Image.open(png) as im:
+    with Image.open(_screenshot("tiering", tmp_path)) as im:
         rgb = im.convert("RGB")
     # Five policies, five line colours (the none line lies along 0 %, the others
     # rise to 100 %: each still draws its markers).
