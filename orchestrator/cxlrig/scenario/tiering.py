@@ -156,22 +156,23 @@ class TieringRun:
 
     # ---- guest commands --------------------------------------------------------------
 
-    def _run(self, command: str, *, timeout: float | None = None) -> Any:
+    def _sh(self, command: str, *, timeout: float | None = None) -> str:
+        """Run ``command`` in the guest; its stdout, or raise naming it."""
         self.commands.append(command)
         res = self.guest.session.run(command, timeout=timeout)
-        data = last_json_object(res.stdout)
-        if res.status != 0 or data is None:
-            raise ScenarioRunError(f"tiering {self.spec.policy}: {command!r} failed (status "
-                                   f"{res.status}): {(res.stderr or res.stdout)[-400:]}")
-        return data
-
-    def _sh(self, command: str) -> str:
-        self.commands.append(command)
-        res = self.guest.session.run(command)
         if res.status != 0:
             raise ScenarioRunError(f"tiering {self.spec.policy}: {command!r} failed (status "
                                    f"{res.status}): {(res.stderr or res.stdout)[-400:]}")
         return res.stdout
+
+    def _run(self, command: str, *, timeout: float | None = None) -> Any:
+        """Run ``command``; the last JSON object it printed."""
+        out = self._sh(command, timeout=timeout)
+        data = last_json_object(out)
+        if data is None:
+            raise ScenarioRunError(f"tiering {self.spec.policy}: {command!r} printed no JSON: "
+                                   f"{out[-400:]!r}")
+        return data
 
     def _vmstat(self) -> dict[str, int | None]:
         out = self._sh("cat /proc/vmstat")
@@ -243,15 +244,19 @@ class TieringRun:
 
     def run(self) -> Step:
         started = time.monotonic()
-        guest = self.guest
         refill = self._sh(f"taskset -c {self.cpu} sh -c {shlex.quote(TLB_REFILL)} "
                           "</dev/null >/dev/null 2>&1 & echo $!").strip().splitlines()[-1]
+        pids = [int(refill)]
         try:
             first = self._run(self._workload())
+            pids.append(int(first["pid"]))
             return self._measure(first, started)
         finally:
-            guest.session.run(f"kill {int(refill)} 2>/dev/null; "
-                              f"echo 0 > /proc/sys/kernel/numa_balancing")
+            # Whatever happened, the next step finds no policy on and nothing running.
+            self.guest.session.run(
+                f"kill {' '.join(map(str, pids))} 2>/dev/null; "
+                "echo 0 > /proc/sys/kernel/numa_balancing; "
+                "echo off > /sys/kernel/mm/damon/admin/kdamonds/0/state 2>/dev/null; true")
 
     def _measure(self, first: Mapping[str, Any], started: float) -> Step:
         s = self.spec
