@@ -33,9 +33,9 @@ def test_pages_of_reads_each_set_and_a_page_without_a_frame() -> None:
     report = _report({"hot": [(0x110000000, CXL)], "cold": [(0x1000, DRAM)]})
     report["sets"]["cold"]["pages"].append({"i": 1, "va": "0x9000", "pa": None, "node": None})
     pages = pages_of(report)
-    assert pages[("hot", 0)] == PageAt("hot", 0, 0x110000000, CXL)
-    assert pages[("cold", 0)] == PageAt("cold", 0, 0x1000, DRAM)
-    assert pages[("cold", 1)] == PageAt("cold", 1, None, None)
+    assert pages[("hot", 0)] == PageAt("hot", 0, "0x7000", 0x110000000, CXL)
+    assert pages[("cold", 0)] == PageAt("cold", 0, "0x7000", 0x1000, DRAM)
+    assert pages[("cold", 1)] == PageAt("cold", 1, "0x9000", None, None)
 
 
 def test_interval_share_counts_both_addresses_of_a_page_that_moved() -> None:
@@ -61,7 +61,7 @@ def test_summary_precision_recall_and_time_to_90() -> None:
     spec = TieringSpec(policy="numa_balancing", intervals=4, seconds=2, hot_pages=4)
     # Interval 2 moved three hot pages and one cold page, interval 3 the last hot one.
     moves = [(2, "hot", 0), (2, "hot", 1), (2, "hot", 2), (2, "cold", 7), (3, "hot", 3)]
-    s = summarize(spec, _intervals([0.0, 0.75, 1.0, 1.0]), moves, hot_size=4)
+    s = summarize(spec, _intervals([0.0, 0.75, 1.0, 1.0]), moves)
     assert s.time_to_90_s == 6
     assert s.moved == 5 and s.moved_hot == 4
     assert s.precision == pytest.approx(0.8)
@@ -70,10 +70,10 @@ def test_summary_precision_recall_and_time_to_90() -> None:
 
 
 def test_summary_after_the_hot_set_moved() -> None:
-    spec = TieringSpec(policy="damon", intervals=6, seconds=2, swap_at=4)
+    spec = TieringSpec(policy="damon", intervals=6, seconds=2, swap_at=4, cold_pages=2)
     # The old hot set moved early (right then); after the swap only 1 of 2 new hot pages.
     moves = [(2, "hot", 0), (4, "cold", 0), (5, "hot", 1)]
-    s = summarize(spec, _intervals([0, 1, 1, 0.5, 0.5, 0.95]), moves, hot_size=2)
+    s = summarize(spec, _intervals([0, 1, 1, 0.5, 0.5, 0.95]), moves)
     assert s.time_to_90_s == 6  # three intervals after the move, not 12 s of run time
     assert s.precision == pytest.approx(2 / 3)  # the late move of an old hot page was not
     assert s.recall == 0.5
@@ -81,7 +81,7 @@ def test_summary_after_the_hot_set_moved() -> None:
 
 def test_nothing_moved_has_no_precision_and_never_reaches_90() -> None:
     spec = TieringSpec(policy="none", intervals=2)
-    s = summarize(spec, _intervals([0.0, 0.0]), [], hot_size=32)
+    s = summarize(spec, _intervals([0.0, 0.0]), [])
     assert s.precision is None and s.recall == 0 and s.time_to_90_s is None
 
 

@@ -341,10 +341,6 @@ class HotplugSpec(_Strict):
         return self
 
 
-#: The policies a tiering step can run.
-TIERING_POLICIES = ("none", "move_phys_pages", "move_pages", "numa_balancing", "damon")
-
-
 class TieringSpec(_Strict):
     """One tiering policy against a workload whose hot set starts on the CXL node.
 

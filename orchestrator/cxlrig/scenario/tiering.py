@@ -63,6 +63,7 @@ class PageAt:
 
     set: str
     index: int
+    va: str
     pa: int | None
     node: int | None
 
@@ -74,7 +75,7 @@ def pages_of(report: Mapping[str, Any]) -> dict[tuple[str, int], PageAt]:
         for p in s.get("pages") or []:
             pa = int(p["pa"], 16) if isinstance(p.get("pa"), str) else None
             node = p.get("node") if isinstance(p.get("node"), int) else None
-            out[(name, int(p["i"]))] = PageAt(name, int(p["i"]), pa, node)
+            out[(name, int(p["i"]))] = PageAt(name, int(p["i"]), p["va"], pa, node)
     return out
 
 
@@ -112,7 +113,7 @@ class Summary:
 
 
 def summarize(spec: TieringSpec, intervals: list[dict[str, Any]],
-              moves: list[tuple[int, str, int]], hot_size: int) -> Summary:
+              moves: list[tuple[int, str, int]]) -> Summary:
     """``moves``: (interval, set, index) of each page the policy took from the CXL
     node to DRAM. Precision judges each move by the hot set of its interval;
     recall counts the pages of the last interval's hot set that were moved."""
@@ -122,6 +123,7 @@ def summarize(spec: TieringSpec, intervals: list[dict[str, Any]],
                 if iv["i"] >= start and iv["hot_on_dram"] >= HOT_SET_DONE), None)
     good = sum(1 for i, name, _ in moves if name == hot_set(spec, i))
     final_hot = hot_set(spec, spec.intervals)
+    hot_size = spec.hot_pages if final_hot == "hot" else spec.cold_pages
     found = {index for _, name, index in moves if name == final_hot}
     return Summary(
         final_dram_share=final,
@@ -129,7 +131,7 @@ def summarize(spec: TieringSpec, intervals: list[dict[str, Any]],
         moved=len(moves),
         moved_hot=good,
         precision=good / len(moves) if moves else None,
-        recall=len(found) / hot_size if hot_size else None,
+        recall=len(found) / hot_size,
     )
 
 
@@ -151,8 +153,6 @@ class TieringRun:
         self.name = f"tier-{st.id or self.spec.policy}"
         self.cpu = ctx.topology.nodes[0].cpus[0] if ctx.topology.nodes[0].cpus else 0
         self.commands: list[str] = []
-        #: (set, index) -> the page's virtual address, from the first report.
-        self._vas: dict[tuple[str, int], str] = {}
 
     # ---- guest commands --------------------------------------------------------------
 
@@ -224,8 +224,8 @@ class TieringRun:
             pas = ",".join(f"{c.pa:#x}" for c in ranked)
             command = f"mpp phys --pa {pas} --to {self.target}"
         else:
-            va_of = {p.pa: p for p in listing.values() if p.pa is not None}
-            vas = [va for c in ranked if (va := self._va(va_of.get(c.pa))) is not None]
+            va_of = {p.pa: p.va for p in listing.values() if p.pa is not None}
+            vas = [va_of[c.pa] for c in ranked if c.pa in va_of]
             if not vas:
                 return {"requested": 0, "moved": 0, "ns": 0}
             command = f"mpp virt --pid {pid} --va {','.join(vas)} --to {self.target}"
@@ -234,11 +234,6 @@ class TieringRun:
         status = call.get("status") or []
         return {"requested": len(status), "moved": sum(1 for x in status if x == self.target),
                 "ns": int(call.get("ns") or 0), "errno": call.get("errno")}
-
-    def _va(self, page: PageAt | None) -> str | None:
-        if page is None:
-            return None
-        return self._vas.get((page.set, page.index))
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -261,8 +256,6 @@ class TieringRun:
     def _measure(self, first: Mapping[str, Any], started: float) -> Step:
         s = self.spec
         pid = int(first["pid"])
-        self._vas = {(name, int(p["i"])): p["va"] for name, st in first["sets"].items()
-                     for p in st["pages"]}
         prev = pages_of(first)
         start_cpu = first.get("cpu") or {}
         vm0 = self._vmstat()
@@ -307,8 +300,7 @@ class TieringRun:
         end_cpu = last.get("cpu") or {}
         sys_ms = (int(end_cpu.get("sys_us", 0)) - int(start_cpu.get("sys_us", 0))) / 1000.0
         user_ms = (int(end_cpu.get("user_us", 0)) - int(start_cpu.get("user_us", 0))) / 1000.0
-        hot_size = s.cold_pages if s.swap_at is not None else s.hot_pages
-        summary = summarize(s, intervals, moves, hot_size)
+        summary = summarize(s, intervals, moves)
         if s.policy in ("move_phys_pages", "move_pages"):
             policy_ms: float | None = user_ns / 1e6
             policy_cpu = "the move calls (move_phys_pages or move_pages), in the guest kernel"
